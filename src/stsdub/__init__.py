@@ -1,0 +1,104 @@
+"""stsdub: dub speech in-process — ASR → translation → speech synthesis → duration matching.
+
+Quick use::
+
+    import stsdub
+
+    async with stsdub.Dubber(target_language="de") as dubber:
+        async for result in dubber.dub(fragments):
+            print(result.status, result.translation.text)
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._audio import base64_to_float as base64_to_float
+from ._audio import float_to_base64 as float_to_base64
+from ._audio import float_to_pcm16 as float_to_pcm16
+from ._audio import pcm16_to_float as pcm16_to_float
+from ._dubber import DubIterator as DubIterator
+from ._dubber import Dubber as Dubber
+from ._model import ASRRequest as ASRRequest
+from ._model import Action as Action
+from ._model import AudioAsset as AudioAsset
+from ._model import AudioBuffer as AudioBuffer
+from ._model import BackpressureEvent as BackpressureEvent
+from ._model import DubResult as DubResult
+from ._model import Fragment as Fragment
+from ._model import Segment as Segment
+from ._model import Severity as Severity
+from ._model import Status as Status
+from ._model import SynthesisRequest as SynthesisRequest
+from ._model import Transcript as Transcript
+from ._model import TranscriptAsset as TranscriptAsset
+from ._model import Translation as Translation
+from ._model import TranslationAsset as TranslationAsset
+from ._model import TranslationRequest as TranslationRequest
+from ._model import Word as Word
+from ._pipeline._backpressure import BackpressureLevels as BackpressureLevels
+from ._pipeline._duration import DurationPolicy as DurationPolicy
+from ._pipeline._stream import Stream as Stream
+from ._plugins import StageRegistry as StageRegistry
+from ._plugins import StageSpec as StageSpec
+from ._plugins import get_plugin_manager as get_plugin_manager
+from .errors import ConfigurationError as ConfigurationError
+from .errors import ErrorCode as ErrorCode
+from .errors import InvalidAudioError as InvalidAudioError
+from .errors import InvalidFragmentError as InvalidFragmentError
+from .errors import PluginError as PluginError
+from .errors import SequenceError as SequenceError
+from .errors import StageError as StageError
+from .errors import StageLoadError as StageLoadError
+from .errors import StreamClosedError as StreamClosedError
+from .errors import StsdubError as StsdubError
+from .hookspecs import hookimpl as hookimpl
+from .hookspecs import hookspec as hookspec
+
+try:
+    __version__ = version("stsdub")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ASRRequest",
+    "Action",
+    "AudioAsset",
+    "AudioBuffer",
+    "BackpressureEvent",
+    "BackpressureLevels",
+    "ConfigurationError",
+    "DubIterator",
+    "DubResult",
+    "Dubber",
+    "DurationPolicy",
+    "ErrorCode",
+    "Fragment",
+    "InvalidAudioError",
+    "InvalidFragmentError",
+    "PluginError",
+    "Segment",
+    "SequenceError",
+    "Severity",
+    "StageError",
+    "StageLoadError",
+    "StageRegistry",
+    "StageSpec",
+    "Status",
+    "Stream",
+    "StreamClosedError",
+    "StsdubError",
+    "SynthesisRequest",
+    "Transcript",
+    "TranscriptAsset",
+    "Translation",
+    "TranslationAsset",
+    "TranslationRequest",
+    "Word",
+    "__version__",
+    "base64_to_float",
+    "float_to_base64",
+    "float_to_pcm16",
+    "get_plugin_manager",
+    "hookimpl",
+    "hookspec",
+    "pcm16_to_float",
+]

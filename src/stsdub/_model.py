@@ -1,0 +1,436 @@
+"""Values that cross a stage boundary: audio, fragments, requests, assets and results.
+
+All are frozen attrs classes. Arrays compare by value.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import html
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from . import _audio
+from .errors import InvalidAudioError, StageError
+
+if TYPE_CHECKING:
+    from ._audio import FloatArray
+
+__all__ = [
+    "ASRRequest",
+    "Action",
+    "AudioAsset",
+    "AudioBuffer",
+    "BackpressureEvent",
+    "DubResult",
+    "Fragment",
+    "Segment",
+    "Severity",
+    "Status",
+    "SynthesisRequest",
+    "Transcript",
+    "TranscriptAsset",
+    "Translation",
+    "TranslationAsset",
+    "TranslationRequest",
+    "Word",
+]
+
+_array_eq = attrs.cmp_using(eq=np.array_equal)
+
+
+class Status(str, enum.Enum):
+    """Outcome of one fragment. Values are the reference protocol's wire values."""
+
+    SUCCESS = "success"
+    #: Dubbed, but something was degraded (e.g. duration off by 10-20 %); see ``warnings``.
+    PARTIAL = "partial"
+    #: Not dubbed; the result carries fallback audio and an error.
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Severity(str, enum.Enum):
+    """Backpressure level of a stream."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Action(str, enum.Enum):
+    """What the sender of a stream is asked to do."""
+
+    NONE = "none"
+    SLOW_DOWN = "slow_down"
+    PAUSE = "pause"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _validate_buffer(inst: AudioBuffer, _attr: object, _value: object) -> None:
+    _audio.check_samples(inst.samples, what="AudioBuffer", allow_empty=True)
+
+
+@attrs.frozen(repr=False)
+class AudioBuffer:
+    """Mono float32 audio in [-1, 1] at an explicit sample rate.
+
+    Use :meth:`from_pcm16` / :meth:`from_base64` to build one from PCM16 data.
+    """
+
+    samples: FloatArray = attrs.field(eq=_array_eq, validator=_validate_buffer)
+    sample_rate: int = attrs.field(
+        converter=lambda r: _audio.check_sample_rate(r, what="AudioBuffer")
+    )
+
+    @classmethod
+    def from_pcm16(cls, data: bytes, sample_rate: int, *, channels: int = 1) -> AudioBuffer:
+        """Decode little-endian PCM16 bytes (interleaved channels are mixed to mono)."""
+        return cls(_audio.pcm16_to_float(data, channels=channels), sample_rate)
+
+    @classmethod
+    def from_base64(cls, data: str | bytes, sample_rate: int, *, channels: int = 1) -> AudioBuffer:
+        """Decode base64 text of PCM16 bytes."""
+        return cls(_audio.base64_to_float(data, channels=channels), sample_rate)
+
+    @classmethod
+    def silence(cls, seconds: float, sample_rate: int) -> AudioBuffer:
+        """Digital silence of the given duration."""
+        return cls(np.zeros(round(seconds * sample_rate), dtype=np.float32), sample_rate)
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.samples.size / self.sample_rate
+
+    def resampled(self, sample_rate: int) -> AudioBuffer:
+        """The same audio at another rate (soxr)."""
+        if sample_rate == self.sample_rate:
+            return self
+        return AudioBuffer(_audio.resample(self.samples, self.sample_rate, sample_rate), sample_rate)
+
+    def to_pcm16(self, *, channels: int = 1) -> bytes:
+        """Little-endian PCM16 bytes, duplicated to ``channels``."""
+        return _audio.float_to_pcm16(self.samples, channels=channels)
+
+    def to_base64(self, *, channels: int = 1) -> str:
+        """Base64 text of :meth:`to_pcm16`."""
+        return _audio.float_to_base64(self.samples, channels=channels)
+
+    def to_wav(self) -> bytes:
+        """A 16-bit WAV file in memory."""
+        return _audio.wav_bytes(self.samples, self.sample_rate)
+
+    def __repr__(self) -> str:
+        return f"AudioBuffer({self.duration:.3f} s at {self.sample_rate} Hz)"
+
+    def _repr_html_(self) -> str:
+        data = base64.b64encode(self.to_wav()).decode("ascii")
+        return f'<audio controls src="data:audio/wav;base64,{data}"></audio>'
+
+
+def _check_fragment_audio(inst: Fragment, _attr: object, value: object) -> None:
+    _audio.check_samples(value, what=f"fragment {inst.sequence_number}")
+
+
+def _check_sequence_number(_inst: Fragment, _attr: object, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidAudioError(f"sequence_number must be a non-negative int, got {value!r}")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@attrs.frozen(repr=False)
+class Fragment:
+    """One piece of source audio to dub.
+
+    Args:
+        sequence_number: Position in its stream; must increase strictly within the stream.
+        audio: 1-D float32 samples in [-1, 1]; see :meth:`from_pcm16` for PCM16 input.
+        sample_rate: Samples per second of ``audio``.
+        fragment_id: Unique id; a random one when left out.
+        stream_id: The stream it belongs to; ``None`` means "the stream it is sent to".
+        timestamp_ms: Optional media timestamp, carried through to the result untouched.
+        metadata: Free-form data carried through to the result untouched.
+    """
+
+    # Order matters: audio's validator names the sequence number, so it is checked first.
+    sequence_number: int = attrs.field(validator=_check_sequence_number)
+    audio: FloatArray = attrs.field(eq=_array_eq, validator=_check_fragment_audio)
+    sample_rate: int = attrs.field(converter=lambda r: _audio.check_sample_rate(r, what="fragment"))
+    fragment_id: str = attrs.field(factory=_new_id)
+    stream_id: str | None = None
+    timestamp_ms: int | None = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+
+    @classmethod
+    def from_pcm16(
+        cls, sequence_number: int, data: bytes, sample_rate: int, *, channels: int = 1, **kwargs: Any
+    ) -> Fragment:
+        """Build a fragment from little-endian PCM16 bytes."""
+        return cls(sequence_number, _audio.pcm16_to_float(data, channels=channels), sample_rate, **kwargs)
+
+    @classmethod
+    def from_base64(
+        cls, sequence_number: int, data: str | bytes, sample_rate: int, *, channels: int = 1, **kwargs: Any
+    ) -> Fragment:
+        """Build a fragment from base64 text of PCM16 bytes (the reference wire format)."""
+        return cls(sequence_number, _audio.base64_to_float(data, channels=channels), sample_rate, **kwargs)
+
+    @property
+    def buffer(self) -> AudioBuffer:
+        """The audio as an :class:`AudioBuffer`."""
+        return AudioBuffer(self.audio, self.sample_rate)
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.audio.size / self.sample_rate
+
+    def __repr__(self) -> str:
+        return (
+            f"Fragment(#{self.sequence_number}, {self.duration:.3f} s at {self.sample_rate} Hz,"
+            f" id={self.fragment_id!r}, stream={self.stream_id!r})"
+        )
+
+
+@attrs.frozen
+class Word:
+    """A word with times in seconds from the start of its fragment."""
+
+    start: float
+    end: float
+    word: str
+    probability: float | None = None
+
+
+@attrs.frozen
+class Segment:
+    """A stretch of a transcript with times in seconds from the start of its fragment."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+
+
+@attrs.frozen
+class Transcript:
+    """What an ASR stage heard."""
+
+    text: str
+    language: str | None = None
+    segments: tuple[Segment, ...] = attrs.field(default=(), converter=tuple)
+    language_probability: float | None = None
+
+
+@attrs.frozen
+class Translation:
+    """What a translator produced."""
+
+    text: str
+    #: The source language the translator detected, when it reports one.
+    detected_source_language: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _StageRequest:
+    stream_id: str = "default"
+    sequence_number: int = 0
+    fragment_id: str = ""
+    #: Stage-specific keyword options for this stream (``Dubber(...).open_stream(..., **)``).
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class ASRRequest(_StageRequest):
+    """Input of :meth:`stsdub.stages.ASR.transcribe`."""
+
+    audio: AudioBuffer
+    #: Expected language, ``None`` to detect.
+    language: str | None = None
+    #: Transcript of the stream's previous fragment (for prompting), if any.
+    previous_transcript: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TranslationRequest(_StageRequest):
+    """Input of :meth:`stsdub.stages.Translator.translate`."""
+
+    text: str
+    source_language: str | None
+    target_language: str
+    #: Source text of the stream's previous fragment, if any (DeepL's ``context``).
+    previous_text: str | None = None
+    #: Translation of the stream's previous fragment, if any.
+    previous_translation: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SynthesisRequest(_StageRequest):
+    """Input of :meth:`stsdub.stages.Synthesizer.synthesize`."""
+
+    text: str
+    language: str
+    voice: str | None = None
+    #: Seconds the speech should last (the source fragment's length), or ``None``.
+    target_duration: float | None = None
+    #: Speaking-rate factor the pipeline asks for (>1 faster); stages that cannot, ignore it.
+    speed: float = 1.0
+    #: Text synthesized for the stream's previous fragment, if any.
+    previous_text: str | None = None
+
+
+@attrs.frozen
+class TranscriptAsset:
+    """Output of the ASR stage, with lineage."""
+
+    asset_id: str
+    parent_asset_ids: tuple[str, ...]
+    transcript: Transcript
+
+    @property
+    def text(self) -> str:
+        return self.transcript.text
+
+    @property
+    def language(self) -> str | None:
+        return self.transcript.language
+
+
+@attrs.frozen
+class TranslationAsset:
+    """Output of the translation stage (or the transcript, when no translation was needed)."""
+
+    asset_id: str
+    parent_asset_ids: tuple[str, ...]
+    translation: Translation
+    source_text: str
+    #: False when source and target language were equal and the translator was not called.
+    translated: bool = True
+
+    @property
+    def text(self) -> str:
+        return self.translation.text
+
+
+@attrs.frozen
+class AudioAsset:
+    """The audio a result carries, with lineage.
+
+    ``kind`` says honestly what it is: ``"dubbed"`` speech, ``"silence"`` (no speech in the
+    fragment, or the silence fallback), or ``"original"`` (the original-audio fallback).
+    """
+
+    asset_id: str
+    parent_asset_ids: tuple[str, ...]
+    audio: AudioBuffer
+    kind: str = "dubbed"
+
+    @property
+    def samples(self) -> FloatArray:
+        return self.audio.samples
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio.sample_rate
+
+    @property
+    def duration(self) -> float:
+        return self.audio.duration
+
+
+@attrs.frozen(repr=False)
+class DubResult:
+    """The one result of one accepted fragment.
+
+    ``audio`` is always present and always exactly as long as the fragment: dubbed speech on
+    SUCCESS / PARTIAL, fallback audio (silence or the original) on FAILED.
+    """
+
+    sequence_number: int
+    fragment_id: str
+    stream_id: str
+    status: Status
+    audio: AudioAsset
+    transcript: TranscriptAsset | None = None
+    translation: TranslationAsset | None = None
+    error: StageError | None = None
+    #: Milliseconds per step: ``asr``, ``translation``, ``synthesis``, ``duration``, ``total``.
+    timings: Mapping[str, float] = attrs.field(factory=dict)
+    warnings: tuple[str, ...] = ()
+    #: Relative difference between the speech's natural length and the target, when measured.
+    duration_variance: float | None = None
+    timestamp_ms: int | None = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+
+    @property
+    def ok(self) -> bool:
+        """True unless the fragment FAILED."""
+        return self.status is not Status.FAILED
+
+    @property
+    def assets(self) -> tuple[TranscriptAsset | TranslationAsset | AudioAsset, ...]:
+        """Every asset of the result, in lineage order."""
+        found = (self.transcript, self.translation, self.audio)
+        return tuple(a for a in found if a is not None)
+
+    def __repr__(self) -> str:
+        parts = [f"#{self.sequence_number}", self.status.value.upper()]
+        if self.error is not None:
+            parts.append(str(self.error))
+        if self.transcript is not None:
+            parts.append(f"heard={self.transcript.text!r}")
+        if self.translation is not None and self.translation.translated:
+            parts.append(f"said={self.translation.text!r}")
+        return f"DubResult({', '.join(parts)}, stream={self.stream_id!r})"
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        rows = [
+            ("status", esc(self.status.value.upper())),
+            ("stream / seq", esc(f"{self.stream_id} / {self.sequence_number}")),
+        ]
+        if self.transcript is not None:
+            rows.append(("transcript", esc(self.transcript.text)))
+        if self.translation is not None:
+            rows.append(("translation", esc(self.translation.text)))
+        if self.error is not None:
+            rows.append(("error", esc(str(self.error))))
+        if self.warnings:
+            rows.append(("warnings", esc("; ".join(self.warnings))))
+        if self.timings:
+            rows.append(("timings", esc(", ".join(f"{k} {v:.0f} ms" for k, v in self.timings.items()))))
+        rows.append((esc(f"audio ({self.audio.kind})"), self.audio.audio._repr_html_()))
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        return f"<table>{body}</table>"
+
+
+@attrs.frozen
+class BackpressureEvent:
+    """A stream's backpressure level changed.
+
+    ``in_flight`` counts the stream's fragments that were sent and not yet answered,
+    including senders waiting at the door; the pipeline itself never holds more than
+    ``max_inflight``.
+    """
+
+    stream_id: str
+    severity: Severity
+    action: Action
+    in_flight: int
+    max_inflight: int

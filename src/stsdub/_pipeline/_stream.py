@@ -1,0 +1,606 @@
+"""One stream: admission, the pipelined stage workers, and in-order results.
+
+Each stream runs three workers, one per step (ASR, translation, synthesis + duration
+matching), joined by bounded channels. Each worker takes the stream's fragments in order, so
+fragment N+1 can be transcribed while N is translated or synthesized, every stage sees the
+previous fragment's output as context, and results come out in input order by construction.
+
+A fragment's time budget (``fragment_timeout``) starts when its turn at the first stage
+comes, so a fragment that hangs delays the fragments behind it by at most one budget instead
+of eating theirs too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import attrs
+import numpy as np
+
+from .. import _audio
+from .._model import (
+    ASRRequest,
+    AudioAsset,
+    AudioBuffer,
+    DubResult,
+    Fragment,
+    Status,
+    SynthesisRequest,
+    Transcript,
+    TranscriptAsset,
+    Translation,
+    TranslationAsset,
+    TranslationRequest,
+)
+from ..errors import (
+    ErrorCode,
+    InvalidAudioError,
+    SequenceError,
+    StageError,
+    StreamClosedError,
+)
+from ._backpressure import BackpressureCallback, BackpressureLevels, LevelTracker
+from ._runner import wrap_exception
+
+if TYPE_CHECKING:
+    from ._duration import DurationMatcher
+    from ._runner import StageRunner
+
+__all__ = ["Stages", "Stream", "StreamConfig", "Ticket"]
+
+log = logging.getLogger("stsdub")
+
+
+@attrs.frozen
+class StreamConfig:
+    """Settings of one stream (the Dubber's, with the stream's overrides applied)."""
+
+    stream_id: str
+    source_language: str | None
+    target_language: str
+    voice: str | None
+    max_inflight: int
+    fragment_timeout: float
+    fallback: str
+    overflow: str
+    output_sample_rate: int | None
+    max_fragment_seconds: float
+    retries: int
+    retry_backoff: float
+    levels: BackpressureLevels
+    on_backpressure: BackpressureCallback | None
+
+
+@attrs.frozen
+class Stages:
+    """The stage runners a Dubber shares among its streams."""
+
+    asr: StageRunner[ASRRequest, Transcript]
+    translator: StageRunner[TranslationRequest, Translation] | None
+    synthesizer: StageRunner[SynthesisRequest, AudioBuffer]
+    duration: DurationMatcher
+    duration_limiter: anyio.CapacityLimiter
+
+
+def same_language(a: str | None, b: str | None) -> bool:
+    """Whether two language tags name the same language (``en`` = ``EN-us``)."""
+    if a is None or b is None:
+        return False
+    return a.split("-")[0].split("_")[0].lower() == b.split("-")[0].split("_")[0].lower()
+
+
+class Ticket:
+    """The place of one accepted fragment in the output order; done when its result is."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: DubResult | None = None
+
+    def resolve(self, result: DubResult | None) -> None:
+        if not self.done.is_set():
+            self.result = result
+            self.done.set()
+
+
+class _Job:
+    """A fragment on its way through the workers."""
+
+    __slots__ = (
+        "accepted_at",
+        "deadline",
+        "error",
+        "fragment",
+        "result",
+        "ticket",
+        "timings",
+        "transcript",
+        "translation",
+        "warnings",
+    )
+
+    def __init__(self, fragment: Fragment, ticket: Ticket) -> None:
+        self.fragment = fragment
+        self.ticket = ticket
+        self.accepted_at = anyio.current_time()
+        self.deadline = math.inf
+        self.timings: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self.transcript: TranscriptAsset | None = None
+        self.translation: TranslationAsset | None = None
+        self.error: StageError | None = None
+        self.result: DubResult | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Still to be worked on (not failed, not answered early)."""
+        return self.error is None and self.result is None
+
+    @property
+    def fragment_asset_id(self) -> str:
+        return f"fragment:{self.fragment.fragment_id}"
+
+    def asset_id(self, kind: str) -> str:
+        return f"{kind}-{self.fragment.fragment_id}-{self.fragment.sequence_number}"
+
+
+class Stream:
+    """A sequence of fragments dubbed in order; get one from :meth:`stsdub.Dubber.open_stream`.
+
+    ``await send(fragment)`` hands a fragment in (waiting while ``max_inflight`` are inside
+    the pipeline), ``await end()`` says no more will come, and ``async for result in stream``
+    yields exactly one :class:`~stsdub.DubResult` per accepted fragment, in order. Read the
+    results while sending (from another task), or use ``overflow="reject"``: with neither,
+    ``send`` waits for room that only reading makes.
+    """
+
+    def __init__(self, config: StreamConfig, stages: Stages) -> None:
+        self.config = config
+        self._stages = stages
+        self._slots = anyio.Semaphore(config.max_inflight)
+        self._in_pipeline = 0
+        self._waiting = 0
+        self._last_seq: int | None = None
+        self._ended = False
+        self._closed = False
+        self._accepted = 0
+        self._tickets: deque[Ticket] = deque()
+        self._tickets_changed = anyio.Event()
+        self._pressure = LevelTracker(
+            config.stream_id, config.max_inflight, config.levels, config.on_backpressure
+        )
+        send, receive = anyio.create_memory_object_stream[_Job](config.max_inflight)
+        self._jobs_in: anyio.abc.ObjectSendStream[_Job] = send
+        self._jobs_out: anyio.abc.ObjectReceiveStream[_Job] = receive
+        self._scope: anyio.CancelScope | None = None
+        self._stopped = anyio.Event()
+        # Context handed to the stages: the previous fragment's outputs.
+        self._prev_transcript: str | None = None
+        self._prev_source_text: str | None = None
+        self._prev_translation: str | None = None
+        self._prev_spoken: str | None = None
+        self.max_seen_in_pipeline = 0
+
+    # -- public surface ---------------------------------------------------------------------
+
+    @property
+    def stream_id(self) -> str:
+        return self.config.stream_id
+
+    @property
+    def in_flight(self) -> int:
+        """Fragments inside the pipeline now (never more than ``max_inflight``)."""
+        return self._in_pipeline
+
+    @property
+    def accepted(self) -> int:
+        """Fragments accepted so far."""
+        return self._accepted
+
+    @property
+    def ended(self) -> bool:
+        return self._ended or self._closed
+
+    async def send(self, fragment: Fragment) -> None:
+        """Hand one fragment in; waits while ``max_inflight`` fragments are in the pipeline.
+
+        Raises:
+            InvalidAudioError: Audio longer than ``max_fragment_seconds``.
+            SequenceError: The sequence number does not increase strictly, or the fragment
+                names another stream.
+            StreamClosedError: After :meth:`end` or close.
+        """
+        ticket = await self.submit(fragment)
+        self._tickets.append(ticket)
+        self._tickets_changed.set()
+
+    async def end(self) -> None:
+        """No more fragments; the results of those sent still arrive."""
+        if not self._ended:
+            self._ended = True
+            await self._jobs_in.aclose()
+            self._tickets_changed.set()
+
+    async def aclose(self) -> None:
+        """Stop now: work in progress is abandoned and unread results are discarded."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ended = True
+        self._jobs_in.close()
+        if self._scope is not None:
+            self._scope.cancel()
+        for ticket in self._tickets:
+            ticket.resolve(None)
+        self._tickets_changed.set()
+        await self._stopped.wait()
+
+    async def wait_stopped(self) -> None:
+        """Wait until every accepted fragment is answered (after :meth:`end`) or closed."""
+        await self._stopped.wait()
+
+    def __aiter__(self) -> AsyncIterator[DubResult]:
+        return self
+
+    async def __anext__(self) -> DubResult:
+        while not self._tickets:
+            if self._ended or self._closed:
+                raise StopAsyncIteration
+            await self._tickets_changed.wait()
+            self._tickets_changed = anyio.Event()
+        ticket = self._tickets[0]
+        await ticket.done.wait()
+        self._tickets.popleft()
+        if ticket.result is None:  # closed under us
+            raise StopAsyncIteration
+        return ticket.result
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "ended" if self._ended else "open"
+        return (
+            f"<Stream {self.stream_id!r} {state}, {self._in_pipeline}/{self.config.max_inflight}"
+            f" in flight, {self._accepted} accepted>"
+        )
+
+    # -- admission --------------------------------------------------------------------------
+
+    async def submit(self, fragment: Fragment) -> Ticket:
+        """Admit a fragment and return its place in the output order (see :meth:`send`)."""
+        if self._ended:
+            raise StreamClosedError(f"stream {self.stream_id!r} is ended; it accepts no fragments")
+        self._check(fragment)
+        self._last_seq = fragment.sequence_number
+        ticket = Ticket()
+        if self.config.overflow == "reject" and (self._in_pipeline >= self.config.max_inflight):
+            self._accepted += 1
+            self._pressure.update(self._in_pipeline + 1, overflow=True)
+            ticket.resolve(self._rejected(fragment))
+            return ticket
+        self._waiting += 1
+        self._pressure.update(self._in_pipeline + self._waiting)
+        try:
+            await self._slots.acquire()
+        except BaseException:  # cancelled while waiting: not accepted, no result owed
+            self._waiting -= 1
+            self._pressure.update(self._in_pipeline + self._waiting)
+            raise
+        self._waiting -= 1
+        if self._ended:
+            self._slots.release()
+            self._pressure.update(self._in_pipeline + self._waiting)
+            raise StreamClosedError(f"stream {self.stream_id!r} ended while the fragment waited")
+        self._in_pipeline += 1
+        self._accepted += 1
+        self.max_seen_in_pipeline = max(self.max_seen_in_pipeline, self._in_pipeline)
+        self._pressure.update(self._in_pipeline + self._waiting)
+        # The channel holds max_inflight jobs and a slot is held, so this never blocks.
+        self._jobs_in.send_nowait(_Job(fragment, ticket))
+        return ticket
+
+    def _check(self, fragment: Fragment) -> None:
+        if not isinstance(fragment, Fragment):
+            raise InvalidAudioError(f"send() takes a stsdub.Fragment, got {type(fragment).__name__}")
+        if fragment.stream_id is not None and fragment.stream_id != self.stream_id:
+            raise SequenceError(
+                f"fragment {fragment.fragment_id!r} belongs to stream {fragment.stream_id!r},"
+                f" not {self.stream_id!r}"
+            )
+        if fragment.duration > self.config.max_fragment_seconds:
+            raise InvalidAudioError(
+                f"fragment {fragment.sequence_number} lasts {fragment.duration:.1f} s; the limit"
+                f" is {self.config.max_fragment_seconds:g} s (max_fragment_seconds)"
+            )
+        if self._last_seq is not None and fragment.sequence_number <= self._last_seq:
+            word = "duplicate" if fragment.sequence_number == self._last_seq else "decreasing"
+            raise SequenceError(
+                f"stream {self.stream_id!r}: {word} sequence number {fragment.sequence_number}"
+                f" (last accepted was {self._last_seq}); sequence numbers must increase"
+            )
+
+    def _finish(self, job: _Job) -> None:
+        result = job.result or self._failed(job)
+        job.ticket.resolve(result)
+        self._in_pipeline -= 1
+        self._slots.release()
+        self._pressure.update(self._in_pipeline + self._waiting)
+
+    # -- the workers ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the workers until the input ends and drains, or the stream is closed."""
+        try:
+            with anyio.CancelScope() as self._scope:
+                jobs_1, jobs_1_out = anyio.create_memory_object_stream[_Job](self.config.max_inflight)
+                jobs_2, jobs_2_out = anyio.create_memory_object_stream[_Job](self.config.max_inflight)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._asr_worker, self._jobs_out, jobs_1)
+                    tg.start_soon(self._translation_worker, jobs_1_out, jobs_2)
+                    tg.start_soon(self._synthesis_worker, jobs_2_out, tg.cancel_scope)
+                    tg.start_soon(self._pressure.deliver_forever)
+                    task_status.started()
+                await self._pressure.flush()
+        finally:
+            self._closed = self._closed or self._ended
+            for ticket in self._tickets:
+                ticket.resolve(None)
+            self._tickets_changed.set()
+            self._stopped.set()
+
+    async def _asr_worker(
+        self, jobs: anyio.abc.ObjectReceiveStream[_Job], out: anyio.abc.ObjectSendStream[_Job]
+    ) -> None:
+        async with jobs, out:
+            async for job in jobs:
+                now = anyio.current_time()
+                job.timings["queued"] = 1000 * (now - job.accepted_at)
+                job.deadline = now + self.config.fragment_timeout
+                await _guarded(job, self._transcribe(job))
+                await out.send(job)
+
+    async def _transcribe(self, job: _Job) -> None:
+        request = ASRRequest(
+            audio=job.fragment.buffer,
+            language=self.config.source_language,
+            previous_transcript=self._prev_transcript,
+            stream_id=self.stream_id,
+            sequence_number=job.fragment.sequence_number,
+            fragment_id=job.fragment.fragment_id,
+        )
+        transcript = await self._call(job, "asr", self._stages.asr, request, Transcript)
+        if transcript is None:
+            return
+        job.transcript = TranscriptAsset(job.asset_id("transcript"), (job.fragment_asset_id,), transcript)
+        if transcript.text.strip():
+            self._prev_transcript = transcript.text
+        else:
+            job.result = self._silent(job)
+
+    async def _translation_worker(
+        self, jobs: anyio.abc.ObjectReceiveStream[_Job], out: anyio.abc.ObjectSendStream[_Job]
+    ) -> None:
+        async with jobs, out:
+            async for job in jobs:
+                if job.pending:
+                    await _guarded(job, self._translate(job))
+                await out.send(job)
+
+    async def _translate(self, job: _Job) -> None:
+        assert job.transcript is not None
+        text = job.transcript.text
+        source = self.config.source_language or job.transcript.language
+        target = self.config.target_language
+        translation: Translation | None
+        if same_language(source, target):
+            translation = Translation(text)
+        elif self._stages.translator is None:
+            job.error = StageError(
+                ErrorCode.UNSUPPORTED_LANGUAGE,
+                f"speech is in {source or 'an unknown language'} and no translator is configured"
+                f" to reach {target}",
+                "translation",
+            )
+            return
+        else:
+            request = TranslationRequest(
+                text=text,
+                source_language=source,
+                target_language=target,
+                previous_text=self._prev_source_text,
+                previous_translation=self._prev_translation,
+                stream_id=self.stream_id,
+                sequence_number=job.fragment.sequence_number,
+                fragment_id=job.fragment.fragment_id,
+            )
+            translation = await self._call(job, "translation", self._stages.translator, request, Translation)
+            if translation is None:
+                return
+        translated = not same_language(source, target)
+        job.translation = TranslationAsset(
+            job.asset_id("translation"), (job.transcript.asset_id,), translation, text, translated
+        )
+        self._prev_source_text = text
+        self._prev_translation = translation.text
+
+    async def _synthesis_worker(
+        self, jobs: anyio.abc.ObjectReceiveStream[_Job], scope: anyio.CancelScope
+    ) -> None:
+        async with jobs:
+            async for job in jobs:
+                if job.pending:
+                    await _guarded(job, self._synthesize(job))
+                job.timings["total"] = 1000 * (anyio.current_time() - job.accepted_at)
+                self._finish(job)
+        # Input ended and every job is answered: stop the event delivery task too.
+        scope.cancel()
+
+    async def _synthesize(self, job: _Job) -> None:
+        assert job.translation is not None
+        fragment = job.fragment
+        text = job.translation.text
+        if not text.strip():
+            job.result = self._silent(job)
+            return
+        request = SynthesisRequest(
+            text=text,
+            language=self.config.target_language,
+            voice=self.config.voice,
+            target_duration=fragment.duration,
+            previous_text=self._prev_spoken,
+            stream_id=self.stream_id,
+            sequence_number=fragment.sequence_number,
+            fragment_id=fragment.fragment_id,
+        )
+        speech = await self._call(job, "synthesis", self._stages.synthesizer, request, AudioBuffer)
+        if speech is None:
+            return
+        self._prev_spoken = text
+        rate = self._output_rate(fragment)
+        target = self._target_samples(fragment, rate)
+        started = anyio.current_time()
+        with anyio.CancelScope(deadline=job.deadline) as scope:
+            try:
+                fitted = await anyio.to_thread.run_sync(
+                    self._stages.duration.fit,
+                    speech,
+                    target,
+                    rate,
+                    limiter=self._stages.duration_limiter,
+                    abandon_on_cancel=True,
+                )
+            except Exception as exc:
+                job.error = wrap_exception(exc, "duration")
+                return
+        job.timings["duration"] = 1000 * (anyio.current_time() - started)
+        if scope.cancelled_caught:
+            job.error = self._timeout("duration")
+            return
+        job.warnings.extend(fitted.warnings)
+        if fitted.error is not None:
+            job.error = fitted.error
+            return
+        audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), fitted.audio, "dubbed")
+        job.result = self._result(job, fitted.status, audio, duration_variance=fitted.variance)
+
+    async def _call(self, job: _Job, stage: str, runner: StageRunner[Any, Any], request: Any, kind: type) -> Any:
+        """One stage call inside the fragment's budget, with retries; None when it failed."""
+        started = anyio.current_time()
+        attempt = 0
+        result: Any = None
+        with anyio.CancelScope(deadline=job.deadline) as scope:
+            while True:
+                try:
+                    result = await runner.call(request, job.deadline)
+                    break
+                except StageError as err:
+                    delay = self.config.retry_backoff * 2**attempt
+                    if (
+                        err.retryable
+                        and attempt < self.config.retries
+                        and anyio.current_time() + delay < job.deadline
+                    ):
+                        attempt += 1
+                        job.warnings.append(f"{stage}: retry {attempt} after {err.code.value}: {err.message}")
+                        await anyio.sleep(delay)
+                        continue
+                    job.error = err.with_stage(stage)
+                    break
+        job.timings[stage] = job.timings.get(stage, 0.0) + 1000 * (anyio.current_time() - started)
+        if scope.cancelled_caught:
+            job.error = self._timeout(stage)
+            return None
+        if job.error is not None:
+            return None
+        if not isinstance(result, kind):
+            job.error = StageError(
+                ErrorCode.INTERNAL_ERROR,
+                f"{type(runner.stage).__name__} returned {type(result).__name__}, expected {kind.__name__}",
+                stage,
+            )
+            return None
+        return result
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _timeout(self, stage: str) -> StageError:
+        return StageError(
+            ErrorCode.TIMEOUT,
+            f"fragment exceeded fragment_timeout ({self.config.fragment_timeout:g} s) in {stage}",
+            stage,
+        )
+
+    def _output_rate(self, fragment: Fragment) -> int:
+        return self.config.output_sample_rate or fragment.sample_rate
+
+    @staticmethod
+    def _target_samples(fragment: Fragment, rate: int) -> int:
+        return round(fragment.audio.size * rate / fragment.sample_rate)
+
+    def _result(self, job: _Job, status: Status, audio: AudioAsset, **kwargs: Any) -> DubResult:
+        fragment = job.fragment
+        return DubResult(
+            sequence_number=fragment.sequence_number,
+            fragment_id=fragment.fragment_id,
+            stream_id=self.stream_id,
+            status=status,
+            audio=audio,
+            transcript=job.transcript,
+            translation=job.translation,
+            error=job.error,
+            timings=job.timings,
+            warnings=tuple(job.warnings),
+            timestamp_ms=fragment.timestamp_ms,
+            metadata=fragment.metadata,
+            **kwargs,
+        )
+
+    def _silence(self, fragment: Fragment) -> AudioBuffer:
+        rate = self._output_rate(fragment)
+        return AudioBuffer(np.zeros(self._target_samples(fragment, rate), dtype=np.float32), rate)
+
+    def _silent(self, job: _Job) -> DubResult:
+        """No speech: SUCCESS with silence; later stages are not called."""
+        parent = job.transcript.asset_id if job.translation is None else job.translation.asset_id  # type: ignore[union-attr]
+        audio = AudioAsset(job.asset_id("audio"), (parent,), self._silence(job.fragment), "silence")
+        return self._result(job, Status.SUCCESS, audio)
+
+    def _fallback_audio(self, job: _Job) -> AudioAsset:
+        fragment = job.fragment
+        if self.config.fallback == "original":
+            rate = self._output_rate(fragment)
+            samples = _audio.resample(fragment.audio, fragment.sample_rate, rate)
+            buffer = AudioBuffer(_audio.fit_length(samples, self._target_samples(fragment, rate)), rate)
+            kind = "original"
+        else:
+            buffer, kind = self._silence(fragment), "silence"
+        return AudioAsset(job.asset_id("audio"), (job.fragment_asset_id,), buffer, kind)
+
+    def _failed(self, job: _Job) -> DubResult:
+        if job.error is None:  # a job can only end without a result by failing
+            job.error = StageError(ErrorCode.INTERNAL_ERROR, "fragment ended without a result", "pipeline")
+        return self._result(job, Status.FAILED, self._fallback_audio(job))
+
+    def _rejected(self, fragment: Fragment) -> DubResult:
+        job = _Job(fragment, Ticket())
+        job.error = StageError(
+            ErrorCode.BACKPRESSURE_REJECTED,
+            f"{self.config.max_inflight} fragments already in the pipeline (overflow='reject')",
+            "pipeline",
+        )
+        return self._failed(job)
+
+
+async def _guarded(job: _Job, step: Awaitable[None]) -> None:
+    """Run one step of a job; a bug in it fails this fragment, not the stream."""
+    try:
+        await step
+    except Exception as exc:
+        log.exception("stsdub pipeline error on fragment %s", job.fragment.fragment_id)
+        job.result = None
+        job.error = wrap_exception(exc, "pipeline")

@@ -1,0 +1,173 @@
+"""Plugin discovery: the pluggy manager, stage specs and name resolution."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigurationError, PluginError, StageLoadError
+from .stages import STAGE_KINDS
+
+__all__ = [
+    "AUTOLOAD_ENV",
+    "ENTRY_POINT_GROUP",
+    "StageRegistry",
+    "StageSpec",
+    "get_plugin_manager",
+]
+
+ENTRY_POINT_GROUP = "stsdub"
+#: Set to a non-empty value other than ``0`` to skip third-party plugins.
+AUTOLOAD_ENV = "STSDUB_DISABLE_PLUGIN_AUTOLOAD"
+
+
+def _check_kind(_inst: StageSpec, _attr: object, value: str) -> None:
+    if value not in STAGE_KINDS:
+        raise ConfigurationError(f"StageSpec kind must be one of {STAGE_KINDS}, got {value!r}")
+
+
+@attrs.frozen
+class StageSpec:
+    """A stage a plugin offers.
+
+    Args:
+        kind: ``"asr"``, ``"translator"`` or ``"synthesizer"``.
+        name: What users type, e.g. ``Dubber(asr="my-asr")``.
+        factory: Called as ``factory(device=..., **options)`` once per Dubber. Either a
+            callable, or an import string ``"package.module:Name"`` resolved only when used,
+            so listing plugins never imports heavy libraries.
+        description: One line for ``stsdub plugins``.
+        requires: Modules the factory needs; when one is missing the stage is listed as
+            unavailable and choosing it raises an error with ``install_hint``.
+        install_hint: What to run to get the requirements, e.g. ``pip install 'stsdub[piper]'``.
+        package: The distribution that provides the stage; filled in at discovery.
+    """
+
+    kind: str = attrs.field(validator=_check_kind)
+    name: str
+    factory: Callable[..., Any] | str
+    description: str = ""
+    requires: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    install_hint: str | None = None
+    package: str | None = None
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Required modules that cannot be imported here."""
+        return tuple(m for m in self.requires if not _module_available(m))
+
+    @property
+    def available(self) -> bool:
+        return not self.missing
+
+    def load_factory(self) -> Callable[..., Any]:
+        """The factory callable, importing it if it was given as a string."""
+        if callable(self.factory):
+            return self.factory
+        module_name, _, attr = self.factory.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            return getattr(module, attr)  # type: ignore[no-any-return]
+        except (ImportError, AttributeError) as exc:
+            raise StageLoadError(
+                f"{self.kind} {self.name!r}: cannot import its factory {self.factory!r}: {exc}"
+            ) from exc
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def autoload_disabled() -> bool:
+    value = os.environ.get(AUTOLOAD_ENV, "")
+    return value not in ("", "0")
+
+
+def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
+    """A fresh plugin manager with the built-in stages and, unless disabled, entry points.
+
+    Args:
+        autoload: Load third-party plugins from the ``stsdub`` entry-point group. ``None``
+            means yes unless ``STSDUB_DISABLE_PLUGIN_AUTOLOAD`` is set.
+    """
+    from . import _builtin
+
+    pm = pluggy.PluginManager("stsdub")
+    pm.add_hookspecs(hookspecs)
+    pm.register(_builtin, name="stsdub")
+    if autoload is None:
+        autoload = not autoload_disabled()
+    if autoload:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    return pm
+
+
+class StageRegistry:
+    """Every stage the plugins of a manager offer, looked up by kind and name."""
+
+    def __init__(self, specs: Iterable[StageSpec]) -> None:
+        self._specs: dict[tuple[str, str], StageSpec] = {}
+        for spec in specs:
+            key = (spec.kind, spec.name)
+            if key in self._specs:
+                first = self._specs[key]
+                warnings.warn(
+                    f"{spec.kind} {spec.name!r} from {spec.package} is ignored:"
+                    f" {first.package} registered it first",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            self._specs[key] = spec
+
+    @classmethod
+    def from_plugin_manager(cls, pm: pluggy.PluginManager | None = None) -> StageRegistry:
+        """Collect the specs of every plugin of ``pm`` (a fresh manager when ``None``)."""
+        pm = pm or get_plugin_manager()
+        packages = {id(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
+        specs: list[StageSpec] = []
+        for impl in pm.hook.stsdub_register_stages.get_hookimpls():
+            package = packages.get(id(impl.plugin), impl.plugin_name)
+            for spec in impl.function() or ():
+                if not isinstance(spec, StageSpec):
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r}: stsdub_register_stages must return"
+                        f" StageSpec objects, got {type(spec).__name__}"
+                    )
+                specs.append(spec if spec.package else attrs.evolve(spec, package=package))
+        return cls(specs)
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._specs.values(), key=lambda s: (STAGE_KINDS.index(s.kind), s.name)))
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(name for k, name in self._specs if k == kind)
+
+    def get(self, kind: str, name: str) -> StageSpec:
+        """The spec for ``name``, or a PluginError naming the alternatives or the install."""
+        spec = self._specs.get((kind, name))
+        if spec is None:
+            known = ", ".join(repr(n) for n in self.names(kind)) or "none"
+            raise PluginError(
+                f"no {kind} stage named {name!r}; registered {kind} stages: {known}."
+                " Run `stsdub plugins` to list every stage."
+            )
+        missing = spec.missing
+        if missing:
+            hint = spec.install_hint or f"pip install {' '.join(missing)}"
+            raise PluginError(
+                f"{kind} {name!r} needs {', '.join(missing)}, which is not installed."
+                f" Install it with: {hint}"
+            )
+        return spec

@@ -1,0 +1,82 @@
+"""The plugin contract: what an ASR, a translator and a synthesizer look like.
+
+A stage is any object with the one method of its kind. Each method takes one request object
+(so fields can be added later without breaking plugins) and may be a plain ``def`` (the
+pipeline runs it in a worker thread) or an ``async def`` (the pipeline awaits it).
+
+Optional members the pipeline uses when present:
+
+``transcribe_batch`` / ``translate_batch`` / ``synthesize_batch``
+    Take a list of requests, return a list of results in the same order. When several
+    fragments (of one or several streams) wait for the stage, the pipeline hands them over
+    in one call; a GPU model turns that into batched inference.
+``max_batch_size``
+    The largest list a batch method is given (default 16).
+``concurrency``
+    How many calls the pipeline may make at once to this instance (default 1, because a
+    model object is rarely safe to share between threads). A remote stage can raise it.
+``warmup()``
+    Called once, after loading, so the first fragment does not pay for lazy initialisation.
+``close()`` / ``aclose()``
+    Called once when the Dubber closes.
+
+A stage reports a failure by raising :class:`stsdub.StageError` with an
+:class:`stsdub.ErrorCode`; any other exception is wrapped as ``INTERNAL_ERROR``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Protocol, runtime_checkable
+
+# Re-exported so a plugin author finds the whole contract here; the "as" form marks them as
+# deliberate re-exports for type checkers.
+from ._model import ASRRequest as ASRRequest
+from ._model import AudioBuffer as AudioBuffer
+from ._model import SynthesisRequest as SynthesisRequest
+from ._model import Transcript as Transcript
+from ._model import Translation as Translation
+from ._model import TranslationRequest as TranslationRequest
+
+__all__ = [
+    "ASR",
+    "ASRRequest",
+    "AudioBuffer",
+    "STAGE_KINDS",
+    "Synthesizer",
+    "SynthesisRequest",
+    "Transcript",
+    "Translation",
+    "TranslationRequest",
+    "Translator",
+]
+
+#: The kinds of stage, in pipeline order.
+STAGE_KINDS = ("asr", "translator", "synthesizer")
+
+
+@runtime_checkable
+class ASR(Protocol):
+    """Speech to text."""
+
+    def transcribe(self, request: ASRRequest) -> Transcript | Awaitable[Transcript]:
+        """Transcribe ``request.audio``; an empty ``text`` means no speech."""
+        ...
+
+
+@runtime_checkable
+class Translator(Protocol):
+    """Text to text in another language."""
+
+    def translate(self, request: TranslationRequest) -> Translation | Awaitable[Translation]:
+        """Translate ``request.text`` into ``request.target_language``."""
+        ...
+
+
+@runtime_checkable
+class Synthesizer(Protocol):
+    """Text to speech."""
+
+    def synthesize(self, request: SynthesisRequest) -> AudioBuffer | Awaitable[AudioBuffer]:
+        """Speak ``request.text`` in ``request.language`` with ``request.voice``."""
+        ...

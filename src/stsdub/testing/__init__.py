@@ -1,0 +1,28 @@
+"""Tools for testing code that uses stsdub, and for testing stage plugins.
+
+- :class:`FakeASR`, :class:`FakeTranslator`, :class:`FakeSynthesizer`: stages without
+  models, with configurable latency, failures (by error code) and hangs, sync or async,
+  with or without batch methods. They record every request they get.
+- :func:`check_stage` / :func:`check_plugin`: a conformance check a plugin author can call
+  from any test suite (or a plain script); it raises :class:`ConformanceError` listing
+  every way the stage breaks the contract.
+"""
+
+# Re-exported from private modules so that the public path is stsdub.testing.X.
+from ._conformance import ConformanceError as ConformanceError
+from ._conformance import ConformanceReport as ConformanceReport
+from ._conformance import check_plugin as check_plugin
+from ._conformance import check_stage as check_stage
+from ._fakes import FakeASR as FakeASR
+from ._fakes import FakeSynthesizer as FakeSynthesizer
+from ._fakes import FakeTranslator as FakeTranslator
+
+__all__ = [
+    "ConformanceError",
+    "ConformanceReport",
+    "FakeASR",
+    "FakeSynthesizer",
+    "FakeTranslator",
+    "check_plugin",
+    "check_stage",
+]

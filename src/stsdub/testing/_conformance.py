@@ -1,0 +1,192 @@
+"""A conformance check for third-party stages; plain Python, no test framework needed."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import attrs
+import numpy as np
+
+from .._model import (
+    ASRRequest,
+    AudioBuffer,
+    SynthesisRequest,
+    Transcript,
+    Translation,
+    TranslationRequest,
+)
+from .._plugins import StageRegistry
+from ..errors import StageError
+from ..stages import STAGE_KINDS
+
+__all__ = ["ConformanceError", "ConformanceReport", "check_plugin", "check_stage"]
+
+_METHODS = {"asr": "transcribe", "translator": "translate", "synthesizer": "synthesize"}
+
+
+class ConformanceError(AssertionError):
+    """A stage does not keep the contract; ``report.problems`` says how."""
+
+    def __init__(self, report: ConformanceReport) -> None:
+        self.report = report
+        lines = "\n".join(f"  - {p}" for p in report.problems)
+        super().__init__(f"{report.stage} does not conform to the {report.kind} contract:\n{lines}")
+
+
+@attrs.define
+class ConformanceReport:
+    kind: str
+    stage: str
+    passed: list[str] = attrs.field(factory=list)
+    problems: list[str] = attrs.field(factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _speechlike(seconds: float, rate: int) -> AudioBuffer:
+    """A voiced-sounding test signal: a harmonic buzz with a syllable-rate envelope."""
+    t = np.arange(round(seconds * rate), dtype=np.float64) / rate
+    buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
+    envelope = 0.5 * (1 - np.cos(2 * np.pi * 4 * t))
+    samples = 0.3 * buzz * envelope / np.max(np.abs(buzz))
+    return AudioBuffer(samples.astype(np.float32), rate)
+
+
+def _detect_kind(stage: object) -> str:
+    found = [kind for kind, method in _METHODS.items() if callable(getattr(stage, method, None))]
+    if len(found) != 1:
+        raise TypeError(
+            f"cannot tell the kind of {type(stage).__name__}: pass kind='asr'|'translator'|'synthesizer'"
+        )
+    return found[0]
+
+
+async def _call(fn: Callable[[Any], Any], arg: Any) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return await fn(arg)
+    return await anyio.to_thread.run_sync(fn, arg)
+
+
+async def _check(stage: object, kind: str, report: ConformanceReport) -> None:
+    method = _METHODS[kind]
+    fn = getattr(stage, method, None)
+    if not callable(fn):
+        report.problems.append(f"has no callable {method}()")
+        return
+
+    async def expect(label: str, request: Any, expected: type, validate: Callable[[Any], str | None]) -> Any:
+        try:
+            result = await _call(fn, request)
+        except StageError as exc:
+            report.problems.append(f"{label}: raised {exc!r} for a valid request")
+            return None
+        except Exception as exc:
+            report.problems.append(
+                f"{label}: raised {type(exc).__name__} ({exc}); stages must raise stsdub.StageError"
+            )
+            return None
+        if not isinstance(result, expected):
+            report.problems.append(f"{label}: returned {type(result).__name__}, expected {expected.__name__}")
+            return None
+        problem = validate(result)
+        if problem:
+            report.problems.append(f"{label}: {problem}")
+        else:
+            report.passed.append(label)
+        return result
+
+    concurrency = getattr(stage, "concurrency", 1)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        report.problems.append(f"concurrency must be a positive int, got {concurrency!r}")
+
+    if kind == "asr":
+        def text_ok(t: Transcript) -> str | None:
+            return None if isinstance(t.text, str) else "Transcript.text is not a str"
+
+        requests = [
+            ASRRequest(audio=_speechlike(2.0, 16_000), language=None, sequence_number=0),
+            ASRRequest(audio=_speechlike(1.5, 44_100), language="en", sequence_number=1),
+            ASRRequest(audio=AudioBuffer.silence(1.0, 16_000), language="en", sequence_number=2),
+        ]
+        labels = ["speech at 16 kHz", "speech at 44.1 kHz", "silence"]
+        for label, request in zip(labels, requests):
+            await expect(f"transcribe({label})", request, Transcript, text_ok)
+        batch_requests: list[Any] = requests
+    elif kind == "translator":
+        def translated(t: Translation) -> str | None:
+            if not isinstance(t.text, str) or not t.text.strip():
+                return "Translation.text is empty for non-empty input"
+            return None
+
+        request = TranslationRequest(
+            text="Hello, welcome to the game.", source_language="en", target_language="de"
+        )
+        await expect("translate(en→de)", request, Translation, translated)
+        follow = attrs.evolve(request, sequence_number=1, previous_text="Good evening.")
+        await expect("translate(with context)", follow, Translation, translated)
+        batch_requests = [request, follow]
+    else:
+        def audio_ok(a: AudioBuffer) -> str | None:
+            if a.samples.size == 0:
+                return "returned empty audio for non-empty text"
+            if float(np.max(np.abs(a.samples))) == 0.0:
+                return "returned digital silence for non-empty text"
+            return None
+
+        request = SynthesisRequest(text="Hello, welcome to the game.", language="en", target_duration=2.0)
+        await expect("synthesize(text)", request, AudioBuffer, audio_ok)
+        slow = attrs.evolve(request, sequence_number=1, speed=0.9, target_duration=None)
+        await expect("synthesize(speed, no target)", slow, AudioBuffer, audio_ok)
+        batch_requests = [request, slow]
+
+    batch = getattr(stage, f"{method}_batch", None)
+    if callable(batch):
+        try:
+            results = await _call(batch, list(batch_requests))
+        except Exception as exc:
+            report.problems.append(f"{method}_batch raised {type(exc).__name__}: {exc}")
+        else:
+            if not isinstance(results, (list, tuple)) or len(results) != len(batch_requests):
+                report.problems.append(f"{method}_batch must return one result per request, in order")
+            else:
+                report.passed.append(f"{method}_batch")
+
+
+def check_stage(stage: object, kind: str | None = None) -> ConformanceReport:
+    """Check that ``stage`` keeps the stage contract of its kind; raise if it does not.
+
+    Calls the stage with valid requests (speech-like audio at several rates and silence for an
+    ASR; a sentence with and without context for a translator; a sentence with a target
+    duration and a speed for a synthesizer), its batch method when it has one, and checks
+    the types and values it returns. Works in plain scripts and under any event loop.
+
+    Raises:
+        ConformanceError: With every problem found.
+    """
+    kind = kind or _detect_kind(stage)
+    if kind not in STAGE_KINDS:
+        raise ValueError(f"kind must be one of {STAGE_KINDS}, got {kind!r}")
+    report = ConformanceReport(kind, type(stage).__name__)
+    with anyio.from_thread.start_blocking_portal() as portal:
+        portal.call(_check, stage, kind, report)
+    if not report.ok:
+        raise ConformanceError(report)
+    return report
+
+
+def check_plugin(kind: str, name: str, *, device: str = "cpu", **options: Any) -> ConformanceReport:
+    """Build the registered stage ``name`` as a Dubber would, then :func:`check_stage` it."""
+    spec = StageRegistry.from_plugin_manager().get(kind, name)
+    stage = spec.load_factory()(device=device, **options)
+    try:
+        return check_stage(stage, kind)
+    finally:
+        close = getattr(stage, "close", None)
+        if callable(close):
+            close()
