@@ -9,7 +9,7 @@ Quick use::
             print(result.status, result.translation.text)
 """
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from ._audio import base64_to_float as base64_to_float
 from ._audio import float_to_base64 as float_to_base64
@@ -54,8 +54,8 @@ from .hookspecs import hookimpl as hookimpl
 from .hookspecs import hookspec as hookspec
 
 try:
-    __version__ = version("stsdub")
-except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _metadata.version("stsdub")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [

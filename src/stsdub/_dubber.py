@@ -324,13 +324,20 @@ class Dubber:
                 await stream.aclose()
                 self._streams.pop(stream_id, None)
 
-    async def _start_stream(self, stream_id: str, overrides: Mapping[str, Any]) -> Stream:
+    async def _start_stream(self, stream_id: str, overrides: Mapping[str, Any], *, named: bool = True) -> Stream:
+        """Start a stream's workers in the Dubber's task group.
+
+        ``named`` streams (open_stream) own their id while open; the streams of a ``dub()``
+        call are private to it, so two calls may use the same ids.
+        """
         stages, tg = self._require_open()
         config = self._config(stream_id, overrides)
-        if stream_id in self._streams:
-            raise ConfigurationError(f"stream {stream_id!r} is already open")
+        if named:
+            if stream_id in self._streams:
+                raise ConfigurationError(f"stream {stream_id!r} is already open")
         stream = Stream(config, stages)
-        self._streams[stream_id] = stream
+        if named:
+            self._streams[stream_id] = stream
         await tg.start(stream.run)
         return stream
 
@@ -442,13 +449,12 @@ class DubIterator:
             with anyio.CancelScope(shield=True):
                 for stream in self._streams.values():
                     await stream.aclose()
-                    self._dubber._streams.pop(stream.stream_id, None)
             self._done.set()
 
     async def _stream(self, stream_id: str) -> Stream:
         stream = self._streams.get(stream_id)
         if stream is None:
-            stream = await self._dubber._start_stream(stream_id, self._overrides)
+            stream = await self._dubber._start_stream(stream_id, self._overrides, named=False)
             self._streams[stream_id] = stream
         return stream
 
