@@ -1,0 +1,16 @@
+"""What a plugin author runs in their own test suite."""
+
+import stsdub.testing
+from stsdub_echo import PitchASR, ReverseTranslator
+
+
+def test_translator_conforms() -> None:
+    stsdub.testing.check_stage(ReverseTranslator())
+
+
+def test_asr_conforms() -> None:
+    stsdub.testing.check_stage(PitchASR())
+
+
+def test_registered_by_name() -> None:
+    stsdub.testing.check_plugin("translator", "echo-reverse")
