@@ -1,0 +1,61 @@
+"""Development sessions: `nox -s tests`, `lint`, `typecheck`, `docs`, `benchmarks`, `demo`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+CONSTRAINTS = ".ci/constraints.txt"
+
+
+def install(session: nox.Session, extras: str = "all,test") -> None:
+    """The one way every session installs stsdub (with the torch pins)."""
+    session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def fast(session: nox.Session) -> None:
+    """Tests that load no real model."""
+    install(session, "test")
+    session.run("pytest", "-m", "not model", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    install(session, "all,dev")
+    session.run("mypy")
+
+
+@nox.session
+def notebook(session: nox.Session) -> None:
+    """Execute the quick-start notebook headless."""
+    install(session)
+    session.run("pytest", "tests/media", "-k", "notebook", *session.posargs)
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    install(session)
+    for script in ("bench_pipeline.py", "bench_asr.py", "bench_translator.py", "bench_synthesis.py"):
+        session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Dub the bundled sample with the offline default stages."""
+    install(session, "whisper,piper,media")
+    session.run("stsdub", "dub", "examples/sample_en.flac", "-o", "out/sample_dubbed.wav", "--from", "en", "--to", "en")
