@@ -58,4 +58,14 @@ def benchmarks(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Dub the bundled sample with the offline default stages."""
     install(session, "whisper,piper,media")
-    session.run("stsdub", "dub", "examples/sample_en.flac", "-o", "out/sample_dubbed.wav", "--from", "en", "--to", "en")
+    session.run(
+        "stsdub",
+        "dub",
+        "examples/sample_en.flac",
+        "-o",
+        "out/sample_dubbed.wav",
+        "--from",
+        "en",
+        "--to",
+        "en",
+    )

@@ -30,8 +30,11 @@ def make_fragments(stream: str, count: int, samples: int = 160) -> list[stsdub.F
 async def run_once(streams: int, total: int, mode: str) -> float:
     per_stream = total // streams
     dubber = stsdub.Dubber(
-        FakeASR(mode=mode), FakeTranslator(mode=mode), FakeSynthesizer(mode=mode),
-        target_language="de", max_inflight=3,
+        FakeASR(mode=mode),
+        FakeTranslator(mode=mode),
+        FakeSynthesizer(mode=mode),
+        target_language="de",
+        max_inflight=3,
     )
     async with dubber:
         frags = [make_fragments(f"s{i}", per_stream) for i in range(streams)]
@@ -56,7 +59,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}")
-    print("| stages | streams | fragments/s (median of %d) | µs per fragment |" % args.repeat)
+    print(f"| stages | streams | fragments/s (median of {args.repeat}) | µs per fragment |")
     print("|---|---:|---:|---:|")
     for mode in ("async", "sync"):
         for streams in (1, 32):

@@ -26,23 +26,34 @@ def tone(seconds: float, rate: int = 16_000, level: float = 0.3) -> np.ndarray:
     return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
-def fragments(count: int, *, seconds: float = 0.05, rate: int = 16_000, stream_id: str | None = None,
-              silent: frozenset[int] = frozenset()) -> list[stsdub.Fragment]:
+def fragments(
+    count: int,
+    *,
+    seconds: float = 0.05,
+    rate: int = 16_000,
+    stream_id: str | None = None,
+    silent: frozenset[int] = frozenset(),
+) -> list[stsdub.Fragment]:
     """``count`` fragments numbered 0..count-1; those in ``silent`` carry silence."""
     loud = tone(seconds, rate)
     quiet = np.zeros_like(loud)
     return [
-        stsdub.Fragment(i, quiet if i in silent else loud, rate, stream_id=stream_id)
-        for i in range(count)
+        stsdub.Fragment(i, quiet if i in silent else loud, rate, stream_id=stream_id) for i in range(count)
     ]
 
 
 @st.composite
 def stage_plan(draw: st.DrawFn, count: int) -> dict[str, object]:
     """Latencies (s), failures and hangs for one fake stage over ``count`` fragments."""
-    latencies = draw(st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.003, 0.008]), min_size=count, max_size=count))
+    latencies = draw(
+        st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.003, 0.008]), min_size=count, max_size=count)
+    )
     codes = st.sampled_from(list(stsdub.ErrorCode))
     fail = draw(st.dictionaries(st.integers(0, max(count - 1, 0)), codes, max_size=max(1, count // 3)))
     hang = draw(st.sets(st.integers(0, max(count - 1, 0)), max_size=1))
-    return {"latency": (lambda r, lat=latencies: lat[r.sequence_number % len(lat)]),
-            "fail": fail, "hang": hang, "hang_seconds": 0.4}
+    return {
+        "latency": (lambda r, lat=latencies: lat[r.sequence_number % len(lat)]),
+        "fail": fail,
+        "hang": hang,
+        "hang_seconds": 0.4,
+    }

@@ -78,10 +78,19 @@ def test_buffers_compare_by_value_and_wav_encodes() -> None:
 
 def test_stage_error_retryability_follows_the_code() -> None:
     retryable = {c for c in stsdub.ErrorCode if stsdub.StageError(c, "x").retryable}
-    assert {c.value for c in retryable} == {"TIMEOUT", "RATE_LIMIT_EXCEEDED", "NETWORK_ERROR", "TEMPORARY_UNAVAILABLE"}
+    assert {c.value for c in retryable} == {
+        "TIMEOUT",
+        "RATE_LIMIT_EXCEEDED",
+        "NETWORK_ERROR",
+        "TEMPORARY_UNAVAILABLE",
+    }
     err = stsdub.StageError("QUOTA_EXCEEDED", "out of characters", "translation")
-    assert err.to_dict() == {"code": "QUOTA_EXCEEDED", "message": "out of characters",
-                             "stage": "translation", "retryable": False}
+    assert err.to_dict() == {
+        "code": "QUOTA_EXCEEDED",
+        "message": "out of characters",
+        "stage": "translation",
+        "retryable": False,
+    }
     assert str(err) == "QUOTA_EXCEEDED in translation: out of characters"
     with pytest.raises(ValueError):
         stsdub.StageError("NOT_A_CODE", "x")

@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 import pytest
 
@@ -19,7 +20,9 @@ pytestmark = pytest.mark.anyio
 
 def make_dubber(asr=None, translator=None, synthesizer=None, **kwargs) -> stsdub.Dubber:
     kwargs.setdefault("target_language", "de")
-    return stsdub.Dubber(asr or FakeASR(), translator or FakeTranslator(), synthesizer or FakeSynthesizer(), **kwargs)
+    return stsdub.Dubber(
+        asr or FakeASR(), translator or FakeTranslator(), synthesizer or FakeSynthesizer(), **kwargs
+    )
 
 
 async def collect(dubber: stsdub.Dubber, frags, **overrides) -> list[stsdub.DubResult]:
@@ -71,7 +74,9 @@ async def test_same_language_skips_the_translator() -> None:
 
 
 async def test_no_translator_is_allowed_for_revoicing_only() -> None:
-    async with stsdub.Dubber(FakeASR(), None, FakeSynthesizer(), source_language="en", target_language="en") as d:
+    async with stsdub.Dubber(
+        FakeASR(), None, FakeSynthesizer(), source_language="en", target_language="en"
+    ) as d:
         (result,) = await collect(d, fragments(1))
         assert result.ok
         with pytest.raises(stsdub.ConfigurationError, match="needs a translator"):
@@ -148,7 +153,9 @@ async def test_permanent_error_is_not_retried() -> None:
 
 async def test_retries_stop_when_the_budget_would_be_exceeded() -> None:
     translator = FakeTranslator(fail={0: stsdub.ErrorCode.TEMPORARY_UNAVAILABLE})
-    async with make_dubber(translator=translator, retries=50, retry_backoff=0.05, fragment_timeout=0.5) as dubber:
+    async with make_dubber(
+        translator=translator, retries=50, retry_backoff=0.05, fragment_timeout=0.5
+    ) as dubber:
         (result,) = await collect(dubber, fragments(1))
     assert result.status is stsdub.Status.FAILED
     assert result.error.code is stsdub.ErrorCode.TEMPORARY_UNAVAILABLE
@@ -200,7 +207,7 @@ async def test_backpressure_levels_and_async_callback() -> None:
     events: list[stsdub.BackpressureEvent] = []
 
     async def on_backpressure(event: stsdub.BackpressureEvent) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         events.append(event)
 
     asr = FakeASR(latency=0.05, mode="async")
@@ -211,7 +218,7 @@ async def test_backpressure_levels_and_async_callback() -> None:
                 # Many concurrent senders flood the stream: levels rise to HIGH.
                 for fragment in frags:
                     tg.start_soon(stream.send, fragment)
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
             await stream.end()
             results = [r async for r in stream]
     assert len(results) == 12
@@ -226,13 +233,14 @@ async def test_backpressure_levels_and_async_callback() -> None:
 async def test_reject_policy_answers_overflow_at_once_in_order() -> None:
     events: list[stsdub.BackpressureEvent] = []
     asr = FakeASR(latency=0.3, mode="async")
-    async with make_dubber(asr=asr, max_inflight=2, overflow="reject", on_backpressure=events.append) as dubber:
-        async with dubber.open_stream("s") as stream:
-            with anyio.fail_after(0.2):  # no send waits
-                for fragment in fragments(5):
-                    await stream.send(fragment)
-            await stream.end()
-            results = [r async for r in stream]
+    async with make_dubber(
+        asr=asr, max_inflight=2, overflow="reject", on_backpressure=events.append
+    ) as dubber, dubber.open_stream("s") as stream:
+        with anyio.fail_after(0.2):  # no send waits
+            for fragment in fragments(5):
+                await stream.send(fragment)
+        await stream.end()
+        results = [r async for r in stream]
     assert [r.sequence_number for r in results] == [0, 1, 2, 3, 4]
     assert [r.status for r in results[:2]] == [stsdub.Status.SUCCESS] * 2
     for rejected in results[2:]:
@@ -270,7 +278,10 @@ async def test_context_from_previous_fragments_reaches_every_stage() -> None:
 async def test_streams_have_their_own_languages_voices_and_context() -> None:
     translator, synthesizer = FakeTranslator(), FakeSynthesizer()
     async with make_dubber(translator=translator, synthesizer=synthesizer, voice="narrator") as dubber:
-        async with dubber.open_stream("a", target_language="es", voice="alice") as a, dubber.open_stream("b") as b:
+        async with (
+            dubber.open_stream("a", target_language="es", voice="alice") as a,
+            dubber.open_stream("b") as b,
+        ):
             for stream in (a, b):
                 for fragment in fragments(2):
                     await stream.send(fragment)
@@ -295,7 +306,9 @@ async def test_dub_routes_fragments_by_stream_id_and_keeps_input_order() -> None
         frags += [f for f in fragments(4, stream_id="fast")[i : i + 1]]
     async with make_dubber(asr=asr) as dubber:
         results = await collect(dubber, frags)
-    assert [(r.stream_id, r.sequence_number) for r in results] == [(f.stream_id, f.sequence_number) for f in frags]
+    assert [(r.stream_id, r.sequence_number) for r in results] == [
+        (f.stream_id, f.sequence_number) for f in frags
+    ]
 
 
 async def test_one_set_of_stage_instances_is_shared_by_all_streams() -> None:
@@ -309,12 +322,18 @@ async def test_one_set_of_stage_instances_is_shared_by_all_streams() -> None:
     registry = stsdub.StageRegistry(
         [stsdub.StageSpec(kind="asr", name="counting", factory=factory, package="tests")]
     )
-    dubber = stsdub.Dubber("counting", FakeTranslator(), FakeSynthesizer(), target_language="de",
-                           asr_options={"latency": 0.001}, registry=registry, device="cpu")
-    async with dubber:
-        async with anyio.create_task_group() as tg:
-            for name in ("a", "b", "c"):
-                tg.start_soon(collect, dubber, fragments(3, stream_id=name))
+    dubber = stsdub.Dubber(
+        "counting",
+        FakeTranslator(),
+        FakeSynthesizer(),
+        target_language="de",
+        asr_options={"latency": 0.001},
+        registry=registry,
+        device="cpu",
+    )
+    async with dubber, anyio.create_task_group() as tg:
+        for name in ("a", "b", "c"):
+            tg.start_soon(collect, dubber, fragments(3, stream_id=name))
     assert len(built) == 1
     assert built[0].device == "cpu" and built[0].latency == 0.001
     assert {r.stream_id for r in built[0].requests} == {"a", "b", "c"}
@@ -324,10 +343,9 @@ async def test_one_set_of_stage_instances_is_shared_by_all_streams() -> None:
 async def test_batch_methods_batch_across_streams() -> None:
     asr = FakeASR(batch=True, latency=0.02)
     translator = FakeTranslator(batch=True, latency=0.02, mode="async")
-    async with make_dubber(asr=asr, translator=translator) as dubber:
-        async with anyio.create_task_group() as tg:
-            for i in range(6):
-                tg.start_soon(collect, dubber, fragments(4, stream_id=f"s{i}"))
+    async with make_dubber(asr=asr, translator=translator) as dubber, anyio.create_task_group() as tg:
+        for i in range(6):
+            tg.start_soon(collect, dubber, fragments(4, stream_id=f"s{i}"))
     assert sum(asr.batches) == 24 and len(asr.batches) < 24 and max(asr.batches) > 1
     assert sum(translator.batches) == 24 and len(translator.batches) < 24
 
@@ -365,27 +383,26 @@ def test_invalid_audio_is_refused_with_a_clear_error(audio: object, rate: object
 
 
 async def test_bad_sends_are_refused_and_the_stream_keeps_working() -> None:
-    async with make_dubber(max_fragment_seconds=1.0) as dubber:
-        async with dubber.open_stream("s") as stream:
-            good = fragments(4)
+    async with make_dubber(max_fragment_seconds=1.0) as dubber, dubber.open_stream("s") as stream:
+        good = fragments(4)
+        await stream.send(good[0])
+        await stream.send(good[1])
+        with pytest.raises(stsdub.SequenceError, match="duplicate"):
+            await stream.send(stsdub.Fragment(1, tone(0.05), 16_000))
+        with pytest.raises(stsdub.SequenceError, match="decreasing"):
             await stream.send(good[0])
-            await stream.send(good[1])
-            with pytest.raises(stsdub.SequenceError, match="duplicate"):
-                await stream.send(stsdub.Fragment(1, tone(0.05), 16_000))
-            with pytest.raises(stsdub.SequenceError, match="decreasing"):
-                await stream.send(good[0])
-            with pytest.raises(stsdub.InvalidAudioError, match="max_fragment_seconds"):
-                await stream.send(stsdub.Fragment(5, tone(2.0), 16_000))
-            with pytest.raises(stsdub.SequenceError, match="belongs to stream"):
-                await stream.send(stsdub.Fragment(6, tone(0.05), 16_000, stream_id="other"))
-            with pytest.raises(stsdub.InvalidAudioError, match="takes a stsdub.Fragment"):
-                await stream.send("audio")  # type: ignore[arg-type]
-            await stream.send(good[2])
-            await stream.send(good[3])
-            await stream.end()
-            with pytest.raises(stsdub.StreamClosedError):
-                await stream.send(stsdub.Fragment(9, tone(0.05), 16_000))
-            results = [r async for r in stream]
+        with pytest.raises(stsdub.InvalidAudioError, match="max_fragment_seconds"):
+            await stream.send(stsdub.Fragment(5, tone(2.0), 16_000))
+        with pytest.raises(stsdub.SequenceError, match="belongs to stream"):
+            await stream.send(stsdub.Fragment(6, tone(0.05), 16_000, stream_id="other"))
+        with pytest.raises(stsdub.InvalidAudioError, match=r"takes a stsdub\.Fragment"):
+            await stream.send("audio")  # type: ignore[arg-type]
+        await stream.send(good[2])
+        await stream.send(good[3])
+        await stream.end()
+        with pytest.raises(stsdub.StreamClosedError):
+            await stream.send(stsdub.Fragment(9, tone(0.05), 16_000))
+        results = [r async for r in stream]
     assert [r.sequence_number for r in results] == [0, 1, 2, 3]
     assert all(r.ok for r in results)
 
@@ -430,11 +447,10 @@ async def test_using_a_closed_dubber_is_an_error() -> None:
     dubber = make_dubber()
     with pytest.raises(stsdub.StsdubError, match="not open"):
         dubber.dub(fragments(1))
-    async with dubber:
-        async with dubber.open_stream("s"):
-            with pytest.raises(stsdub.ConfigurationError, match="already open"):
-                async with dubber.open_stream("s"):
-                    pass
+    async with dubber, dubber.open_stream("s"):
+        with pytest.raises(stsdub.ConfigurationError, match="already open"):
+            async with dubber.open_stream("s"):
+                pass
 
 
 # -- cleanup ----------------------------------------------------------------------------------
@@ -477,8 +493,10 @@ async def test_stage_load_failures_surface_at_async_with() -> None:
         raise FileNotFoundError("model.bin")
 
     registry = stsdub.StageRegistry([stsdub.StageSpec(kind="asr", name="broken", factory=broken)])
-    dubber = stsdub.Dubber("broken", FakeTranslator(), FakeSynthesizer(), target_language="de", registry=registry)
-    with pytest.raises(stsdub.StageLoadError, match="asr 'broken' failed to load: FileNotFoundError"):
+    dubber = stsdub.Dubber(
+        "broken", FakeTranslator(), FakeSynthesizer(), target_language="de", registry=registry
+    )
+    with pytest.raises(stsdub.StageLoadError, match=r"asr 'broken' failed to load: FileNotFoundError"):
         async with dubber:
             pass
 
@@ -508,7 +526,9 @@ def test_with_block_loads_once_and_reuses_models() -> None:
         return FakeSynthesizer()
 
     registry = stsdub.StageRegistry([stsdub.StageSpec(kind="synthesizer", name="once", factory=factory)])
-    with stsdub.Dubber(FakeASR(), FakeTranslator(), "once", target_language="de", registry=registry) as dubber:
+    with stsdub.Dubber(
+        FakeASR(), FakeTranslator(), "once", target_language="de", registry=registry
+    ) as dubber:
         first = dubber.dub_sync(fragments(2))
         second = dubber.dub_sync(fragments(2), target_language="fr")
     assert len(built) == 1

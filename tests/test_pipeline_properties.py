@@ -75,8 +75,14 @@ def test_exactly_one_result_per_fragment_in_order(sc: dict) -> None:
 
     async def main() -> None:
         async with stsdub.Dubber(
-            asr, translator, synthesizer, target_language="de", max_inflight=max_inflight,
-            fragment_timeout=TIMEOUT, retries=1, retry_backoff=0.001,
+            asr,
+            translator,
+            synthesizer,
+            target_language="de",
+            max_inflight=max_inflight,
+            fragment_timeout=TIMEOUT,
+            retries=1,
+            retry_backoff=0.001,
         ) as dubber:
             with anyio.fail_after(60):
                 async with anyio.create_task_group() as tg:
@@ -93,7 +99,7 @@ def test_exactly_one_result_per_fragment_in_order(sc: dict) -> None:
         # Exactly one result per fragment, in order: none lost, duplicated or reordered.
         assert [r.fragment_id for r in results] == [f.fragment_id for f in frags]
         assert [r.sequence_number for r in results] == list(range(len(frags)))
-        for fragment, result in zip(frags, results):
+        for fragment, result in zip(frags, results, strict=True):
             assert result.stream_id == name
             assert result.audio.samples.size == fragment.audio.size
             assert (result.status is stsdub.Status.FAILED) == (result.error is not None)

@@ -24,8 +24,18 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Install the example plugin package, as a user would, into a folder of its own."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-         "--target", str(target), str(EXAMPLE)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
         check=True,
     )
     return target
@@ -41,8 +51,14 @@ def example_plugin_installed(plugin_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_builtin_stages_are_registered_as_plugins() -> None:
     registry = stsdub.StageRegistry.from_plugin_manager(stsdub.get_plugin_manager(autoload=False))
     names = {(s.kind, s.name): s for s in registry}
-    for key in [("asr", "faster-whisper"), ("translator", "deepl"), ("translator", "ctranslate2"),
-                ("synthesizer", "piper"), ("synthesizer", "xtts"), ("asr", "fake")]:
+    for key in [
+        ("asr", "faster-whisper"),
+        ("translator", "deepl"),
+        ("translator", "ctranslate2"),
+        ("synthesizer", "piper"),
+        ("synthesizer", "xtts"),
+        ("asr", "fake"),
+    ]:
         assert key in names
         assert names[key].package == "stsdub"
 
@@ -54,11 +70,18 @@ def test_unknown_name_lists_the_alternatives() -> None:
 
 
 def test_missing_extra_names_the_install_command() -> None:
-    spec = stsdub.StageSpec(kind="translator", name="remote", factory="nowhere:X",
-                            requires=("stsdub_no_such_module",), install_hint="pip install 'stsdub[remote]'")
+    spec = stsdub.StageSpec(
+        kind="translator",
+        name="remote",
+        factory="nowhere:X",
+        requires=("stsdub_no_such_module",),
+        install_hint="pip install 'stsdub[remote]'",
+    )
     registry = stsdub.StageRegistry([spec])
     assert not spec.available
-    with pytest.raises(stsdub.PluginError, match=r"needs stsdub_no_such_module.*pip install 'stsdub\[remote\]'"):
+    with pytest.raises(
+        stsdub.PluginError, match=r"needs stsdub_no_such_module.*pip install 'stsdub\[remote\]'"
+    ):
         registry.get("translator", "remote")
 
 
@@ -103,14 +126,16 @@ def test_plugins_command_lists_kind_name_and_package(capsys: pytest.CaptureFixtu
 
 
 def test_example_plugin_is_discovered_and_usable_by_name(example_plugin_installed: None) -> None:
-    out = subprocess.run([sys.executable, "-m", "stsdub", "plugins", "--json"], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "stsdub", "plugins", "--json"], check=True, capture_output=True, text=True
+    ).stdout
     rows = {(r["kind"], r["name"]): r for r in json.loads(out)}
     assert rows[("translator", "echo-reverse")]["package"] == "stsdub-echo-plugin"
     assert rows[("asr", "pitch")]["package"] == "stsdub-echo-plugin"
 
-    dubber = stsdub.Dubber("pitch", "echo-reverse", FakeSynthesizer(), target_language="de",
-                           translator_options={"tag": True})
+    dubber = stsdub.Dubber(
+        "pitch", "echo-reverse", FakeSynthesizer(), target_language="de", translator_options={"tag": True}
+    )
     (result,) = dubber.dub_sync(fragments(1, seconds=0.5))
     assert result.transcript.text == "tone 220 hertz"
     assert result.translation.text == "[de] hertz 220 tone"
@@ -127,15 +152,20 @@ def test_autoload_can_be_disabled(example_plugin_installed: None, monkeypatch: p
 
 
 def test_example_plugin_own_tests_pass(example_plugin_installed: None) -> None:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 # -- the conformance check --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stage", [FakeASR(), FakeTranslator(mode="async", batch=True), FakeSynthesizer(batch=True)])
+@pytest.mark.parametrize(
+    "stage", [FakeASR(), FakeTranslator(mode="async", batch=True), FakeSynthesizer(batch=True)]
+)
 def test_fakes_conform(stage: object) -> None:
     report = stsdub.testing.check_stage(stage)
     assert report.ok and report.passed

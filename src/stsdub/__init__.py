@@ -15,10 +15,10 @@ from ._audio import base64_to_float as base64_to_float
 from ._audio import float_to_base64 as float_to_base64
 from ._audio import float_to_pcm16 as float_to_pcm16
 from ._audio import pcm16_to_float as pcm16_to_float
-from ._dubber import DubIterator as DubIterator
 from ._dubber import Dubber as Dubber
-from ._model import ASRRequest as ASRRequest
+from ._dubber import DubIterator as DubIterator
 from ._model import Action as Action
+from ._model import ASRRequest as ASRRequest
 from ._model import AudioAsset as AudioAsset
 from ._model import AudioBuffer as AudioBuffer
 from ._model import BackpressureEvent as BackpressureEvent

@@ -34,9 +34,7 @@ def check_sample_rate(sample_rate: object, *, what: str = "audio") -> int:
         )
     rate = int(sample_rate)
     if not 0 < rate <= MAX_SAMPLE_RATE:
-        raise InvalidAudioError(
-            f"{what}: sample_rate must be between 1 and {MAX_SAMPLE_RATE} Hz, got {rate}"
-        )
+        raise InvalidAudioError(f"{what}: sample_rate must be between 1 and {MAX_SAMPLE_RATE} Hz, got {rate}")
     return rate
 
 
@@ -94,7 +92,7 @@ def pcm16_to_float(data: bytes | bytearray | memoryview, *, channels: int = 1) -
             f" 16-bit frames ({frame_bytes} bytes each)"
         )
     ints = np.frombuffer(data, dtype="<i2")
-    samples = ints.astype(np.float32) / np.float32(32768.0)
+    samples: FloatArray = ints.astype(np.float32) / np.float32(32768.0)
     if channels > 1:
         samples = samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
     return samples
@@ -130,7 +128,8 @@ def resample(samples: FloatArray, from_rate: int, to_rate: int) -> FloatArray:
     import soxr
 
     out = soxr.resample(samples, from_rate, to_rate, quality="HQ")
-    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
+    clipped: FloatArray = np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
+    return clipped
 
 
 def fit_length(samples: FloatArray, length: int) -> FloatArray:

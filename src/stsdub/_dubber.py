@@ -192,8 +192,10 @@ class Dubber:
                 "no target_language: pass it to Dubber(...) or to the stream (it may equal the"
                 " source language to re-voice without translating)"
             )
-        if self._stages is not None and self._stages.translator is None and (
-            source is None or source.split("-")[0].lower() != target.split("-")[0].lower()
+        if (
+            self._stages is not None
+            and self._stages.translator is None
+            and (source is None or source.split("-")[0].lower() != target.split("-")[0].lower())
         ):
             raise ConfigurationError(
                 f"stream {stream_id!r} dubs {source or 'detected speech'} into {target}, which"
@@ -221,7 +223,7 @@ class Dubber:
             stack.push_async_callback(self._close_stages)
             for kind, choice in self._choices.items():
                 self.stages[kind] = None if choice is None else await self._load(kind, choice, registry)
-            runners = {
+            runners: dict[str, StageRunner[Any, Any] | None] = {
                 kind: None if stage is None else StageRunner(stage, _METHODS[kind], _STAGE_NAMES[kind])
                 for kind, stage in self.stages.items()
             }
@@ -281,7 +283,11 @@ class Dubber:
         warmup = getattr(stage, "warmup", None)
         if callable(warmup):
             try:
-                outcome = await anyio.to_thread.run_sync(warmup) if not inspect.iscoroutinefunction(warmup) else await warmup()
+                outcome = (
+                    await anyio.to_thread.run_sync(warmup)
+                    if not inspect.iscoroutinefunction(warmup)
+                    else await warmup()
+                )
                 del outcome
             except Exception as exc:
                 raise StageLoadError(f"{label} failed to warm up: {type(exc).__name__}: {exc}") from exc
@@ -324,7 +330,9 @@ class Dubber:
                 await stream.aclose()
                 self._streams.pop(stream_id, None)
 
-    async def _start_stream(self, stream_id: str, overrides: Mapping[str, Any], *, named: bool = True) -> Stream:
+    async def _start_stream(
+        self, stream_id: str, overrides: Mapping[str, Any], *, named: bool = True
+    ) -> Stream:
         """Start a stream's workers in the Dubber's task group.
 
         ``named`` streams (open_stream) own their id while open; the streams of a ``dub()``
@@ -332,9 +340,8 @@ class Dubber:
         """
         stages, tg = self._require_open()
         config = self._config(stream_id, overrides)
-        if named:
-            if stream_id in self._streams:
-                raise ConfigurationError(f"stream {stream_id!r} is already open")
+        if named and stream_id in self._streams:
+            raise ConfigurationError(f"stream {stream_id!r} is already open")
         stream = Stream(config, stages)
         if named:
             self._streams[stream_id] = stream
@@ -371,7 +378,9 @@ class Dubber:
         if stack is not None:
             stack.close()
 
-    def dub_sync(self, fragments: Iterable[Fragment] | AsyncIterable[Fragment], **overrides: Any) -> list[DubResult]:
+    def dub_sync(
+        self, fragments: Iterable[Fragment] | AsyncIterable[Fragment], **overrides: Any
+    ) -> list[DubResult]:
         """Dub fragments and return the results as a list; no ``await`` needed.
 
         Works in scripts and where an event loop already runs (Jupyter): the work runs on an
@@ -395,7 +404,9 @@ class Dubber:
             return self._portal.call(collect)
 
     def __repr__(self) -> str:
-        names = {k: (v if isinstance(v, str) or v is None else type(v).__name__) for k, v in self._choices.items()}
+        names = {
+            k: (v if isinstance(v, str) or v is None else type(v).__name__) for k, v in self._choices.items()
+        }
         state = "open" if self._stages is not None else "closed"
         return f"<Dubber {names['asr']} → {names['translator']} → {names['synthesizer']}, {state}>"
 

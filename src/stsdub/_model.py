@@ -79,6 +79,14 @@ class Action(str, enum.Enum):
         return self.value
 
 
+def _buffer_rate(rate: object) -> int:
+    return _audio.check_sample_rate(rate, what="AudioBuffer")
+
+
+def _fragment_rate(rate: object) -> int:
+    return _audio.check_sample_rate(rate, what="fragment")
+
+
 def _validate_buffer(inst: AudioBuffer, _attr: object, _value: object) -> None:
     _audio.check_samples(inst.samples, what="AudioBuffer", allow_empty=True)
 
@@ -91,9 +99,7 @@ class AudioBuffer:
     """
 
     samples: FloatArray = attrs.field(eq=_array_eq, validator=_validate_buffer)
-    sample_rate: int = attrs.field(
-        converter=lambda r: _audio.check_sample_rate(r, what="AudioBuffer")
-    )
+    sample_rate: int = attrs.field(converter=_buffer_rate)
 
     @classmethod
     def from_pcm16(cls, data: bytes, sample_rate: int, *, channels: int = 1) -> AudioBuffer:
@@ -145,7 +151,7 @@ def _check_fragment_audio(inst: Fragment, _attr: object, value: object) -> None:
     _audio.check_samples(value, what=f"fragment {inst.sequence_number}")
 
 
-def _check_sequence_number(_inst: Fragment, _attr: object, value: object) -> None:
+def _check_sequence_number(_inst: Fragment, _attr: object, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise InvalidAudioError(f"sequence_number must be a non-negative int, got {value!r}")
 
@@ -171,7 +177,7 @@ class Fragment:
     # Order matters: audio's validator names the sequence number, so it is checked first.
     sequence_number: int = attrs.field(validator=_check_sequence_number)
     audio: FloatArray = attrs.field(eq=_array_eq, validator=_check_fragment_audio)
-    sample_rate: int = attrs.field(converter=lambda r: _audio.check_sample_rate(r, what="fragment"))
+    sample_rate: int = attrs.field(converter=_fragment_rate)
     fragment_id: str = attrs.field(factory=_new_id)
     stream_id: str | None = None
     timestamp_ms: int | None = None

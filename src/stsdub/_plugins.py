@@ -139,7 +139,8 @@ class StageRegistry:
         specs: list[StageSpec] = []
         for impl in pm.hook.stsdub_register_stages.get_hookimpls():
             package = packages.get(id(impl.plugin), impl.plugin_name)
-            for spec in impl.function() or ():
+            offered: Iterable[object] = impl.function() or ()  # type: ignore[assignment]
+            for spec in offered:
                 if not isinstance(spec, StageSpec):
                     raise PluginError(
                         f"plugin {impl.plugin_name!r}: stsdub_register_stages must return"
@@ -167,7 +168,6 @@ class StageRegistry:
         if missing:
             hint = spec.install_hint or f"pip install {' '.join(missing)}"
             raise PluginError(
-                f"{kind} {name!r} needs {', '.join(missing)}, which is not installed."
-                f" Install it with: {hint}"
+                f"{kind} {name!r} needs {', '.join(missing)}, which is not installed. Install it with: {hint}"
             )
         return spec

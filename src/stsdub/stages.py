@@ -40,11 +40,11 @@ from ._model import TranslationRequest as TranslationRequest
 
 __all__ = [
     "ASR",
+    "STAGE_KINDS",
     "ASRRequest",
     "AudioBuffer",
-    "STAGE_KINDS",
-    "Synthesizer",
     "SynthesisRequest",
+    "Synthesizer",
     "Transcript",
     "Translation",
     "TranslationRequest",

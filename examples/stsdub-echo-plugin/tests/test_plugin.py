@@ -1,7 +1,8 @@
 """What a plugin author runs in their own test suite."""
 
-import stsdub.testing
 from stsdub_echo import PitchASR, ReverseTranslator
+
+import stsdub.testing
 
 
 def test_translator_conforms() -> None:

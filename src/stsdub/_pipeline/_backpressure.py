@@ -18,7 +18,7 @@ __all__ = ["BackpressureCallback", "BackpressureLevels", "LevelTracker"]
 
 log = logging.getLogger("stsdub")
 
-BackpressureCallback = Callable[[BackpressureEvent], Union[None, Awaitable[None]]]
+BackpressureCallback = Callable[[BackpressureEvent], Union[Awaitable[None], None]]
 
 _ACTIONS = {Severity.LOW: Action.NONE, Severity.MEDIUM: Action.SLOW_DOWN, Severity.HIGH: Action.PAUSE}
 

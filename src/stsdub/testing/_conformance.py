@@ -106,6 +106,7 @@ async def _check(stage: object, kind: str, report: ConformanceReport) -> None:
         report.problems.append(f"concurrency must be a positive int, got {concurrency!r}")
 
     if kind == "asr":
+
         def text_ok(t: Transcript) -> str | None:
             return None if isinstance(t.text, str) else "Transcript.text is not a str"
 
@@ -115,23 +116,25 @@ async def _check(stage: object, kind: str, report: ConformanceReport) -> None:
             ASRRequest(audio=AudioBuffer.silence(1.0, 16_000), language="en", sequence_number=2),
         ]
         labels = ["speech at 16 kHz", "speech at 44.1 kHz", "silence"]
-        for label, request in zip(labels, requests):
+        for label, request in zip(labels, requests, strict=True):
             await expect(f"transcribe({label})", request, Transcript, text_ok)
         batch_requests: list[Any] = requests
     elif kind == "translator":
+
         def translated(t: Translation) -> str | None:
             if not isinstance(t.text, str) or not t.text.strip():
                 return "Translation.text is empty for non-empty input"
             return None
 
-        request = TranslationRequest(
+        t_request = TranslationRequest(
             text="Hello, welcome to the game.", source_language="en", target_language="de"
         )
-        await expect("translate(en→de)", request, Translation, translated)
-        follow = attrs.evolve(request, sequence_number=1, previous_text="Good evening.")
+        await expect("translate(en→de)", t_request, Translation, translated)
+        follow = attrs.evolve(t_request, sequence_number=1, previous_text="Good evening.")
         await expect("translate(with context)", follow, Translation, translated)
-        batch_requests = [request, follow]
+        batch_requests = [t_request, follow]
     else:
+
         def audio_ok(a: AudioBuffer) -> str | None:
             if a.samples.size == 0:
                 return "returned empty audio for non-empty text"
@@ -139,11 +142,11 @@ async def _check(stage: object, kind: str, report: ConformanceReport) -> None:
                 return "returned digital silence for non-empty text"
             return None
 
-        request = SynthesisRequest(text="Hello, welcome to the game.", language="en", target_duration=2.0)
-        await expect("synthesize(text)", request, AudioBuffer, audio_ok)
-        slow = attrs.evolve(request, sequence_number=1, speed=0.9, target_duration=None)
+        s_request = SynthesisRequest(text="Hello, welcome to the game.", language="en", target_duration=2.0)
+        await expect("synthesize(text)", s_request, AudioBuffer, audio_ok)
+        slow = attrs.evolve(s_request, sequence_number=1, speed=0.9, target_duration=None)
         await expect("synthesize(speed, no target)", slow, AudioBuffer, audio_ok)
-        batch_requests = [request, slow]
+        batch_requests = [s_request, slow]
 
     batch = getattr(stage, f"{method}_batch", None)
     if callable(batch):

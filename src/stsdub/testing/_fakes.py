@@ -139,7 +139,7 @@ class _FakeStage(Generic[Req]):
         try:
             hangs = any(h for _, _, h in entered)
             time.sleep(self.hang_seconds if hangs else max(lat for lat, _, _ in entered))
-            return [_try(self._outcome, r, code) for r, (_, code, _) in zip(requests, entered)]
+            return [_try(self._outcome, r, code) for r, (_, code, _) in zip(requests, entered, strict=True)]
         finally:
             for _ in requests:
                 self._leave()
@@ -150,7 +150,7 @@ class _FakeStage(Generic[Req]):
         try:
             hangs = any(h for _, _, h in entered)
             await anyio.sleep(self.hang_seconds if hangs else max(lat for lat, _, _ in entered))
-            return [_try(self._outcome, r, code) for r, (_, code, _) in zip(requests, entered)]
+            return [_try(self._outcome, r, code) for r, (_, code, _) in zip(requests, entered, strict=True)]
         finally:
             for _ in requests:
                 self._leave()
