@@ -18,6 +18,9 @@ from ._audio import pcm16_to_float as pcm16_to_float
 from ._dubber import Dubber as Dubber
 from ._dubber import DubIterator as DubIterator
 from ._model import Action as Action
+from ._files import DubbedFile as DubbedFile
+from ._files import FileProgress as FileProgress
+from ._media import Segmentation as Segmentation
 from ._model import ASRRequest as ASRRequest
 from ._model import AudioAsset as AudioAsset
 from ._model import AudioBuffer as AudioBuffer
@@ -44,6 +47,10 @@ from .errors import ConfigurationError as ConfigurationError
 from .errors import ErrorCode as ErrorCode
 from .errors import InvalidAudioError as InvalidAudioError
 from .errors import InvalidFragmentError as InvalidFragmentError
+from .errors import MediaError as MediaError
+from .errors import MediaInputError as MediaInputError
+from .errors import MediaOutputError as MediaOutputError
+from .errors import NoAudioStreamError as NoAudioStreamError
 from .errors import PluginError as PluginError
 from .errors import SequenceError as SequenceError
 from .errors import StageError as StageError
@@ -68,14 +75,21 @@ __all__ = [
     "ConfigurationError",
     "DubIterator",
     "DubResult",
+    "DubbedFile",
     "Dubber",
     "DurationPolicy",
     "ErrorCode",
+    "FileProgress",
     "Fragment",
     "InvalidAudioError",
     "InvalidFragmentError",
+    "MediaError",
+    "MediaInputError",
+    "MediaOutputError",
+    "NoAudioStreamError",
     "PluginError",
     "Segment",
+    "Segmentation",
     "SequenceError",
     "Severity",
     "StageError",

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._model import Fragment, Status
+from ._model import Status
 from ._plugins import StageRegistry, get_plugin_manager
-from .errors import StsdubError
+from .server._cli import add_serve_command, run_serve
+from .errors import ConfigurationError, StsdubError
 
 
 def _parse_option(text: str) -> tuple[str, str, Any]:
@@ -21,7 +22,9 @@ def _parse_option(text: str) -> tuple[str, str, Any]:
     key, sep, raw = text.partition("=")
     kind, dot, name = key.partition(".")
     if not sep or not dot or kind not in ("asr", "translator", "synthesizer") or not name:
-        raise argparse.ArgumentTypeError(f"expected KIND.NAME=VALUE with KIND asr|translator|synthesizer, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected KIND.NAME=VALUE with KIND asr|translator|synthesizer, got {text!r}"
+        )
     try:
         value: Any = json.loads(raw)
     except json.JSONDecodeError:
@@ -37,22 +40,8 @@ def _build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list every registered stage (kind, name, package)")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    dub = sub.add_parser("dub", help="dub an audio file")
-    dub.add_argument("input", type=Path, help="audio file to dub (WAV, FLAC, OGG…)")
-    dub.add_argument("-o", "--output", type=Path, required=True, help="where to write the dubbed audio")
-    dub.add_argument("--from", dest="source", default=None, help="source language (default: detect)")
-    dub.add_argument("--to", dest="target", required=True, help="target language")
-    dub.add_argument("--asr", default="faster-whisper")
-    dub.add_argument("--translator", default="deepl")
-    dub.add_argument("--synthesizer", default="piper")
-    dub.add_argument("--voice", default=None)
-    dub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    dub.add_argument("--fragment-seconds", type=float, default=6.0, help="length of fixed windows")
-    dub.add_argument(
-        "--option", "-O", action="append", type=_parse_option, default=[], metavar="KIND.NAME=VALUE",
-        help="stage option, e.g. -O asr.model=small (repeatable)",
-    )
-    dub.add_argument("--allow-failures", action="store_true", help="exit 0 even when fragments failed")
+    _add_dub_parser(sub)
+    add_serve_command(sub)
     return parser
 
 
@@ -83,65 +72,278 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _windows(samples: Any, rate: int, seconds: float) -> Iterator[Fragment]:
-    step = max(1, round(seconds * rate))
-    for i, start in enumerate(range(0, samples.size, step)):
-        yield Fragment(i, samples[start : start + step], rate, stream_id="default")
+_DEEPL_KEY_ENV = "DEEPL_AUTH_KEY"
+_PHASES = {
+    "decode": "reading the input",
+    "segment": "finding speech",
+    "load": "loading models",
+    "dub": "dubbing",
+    "write": "writing",
+}
+
+
+def _add_dub_parser(sub: Any) -> None:
+    dub = sub.add_parser(
+        "dub",
+        help="dub an audio or video file",
+        description=(
+            "Dub an audio or video file. The output is as long as the input; a video output keeps"
+            " the input's picture untouched. Subtitles are written next to the output."
+        ),
+    )
+    dub.add_argument("input", type=Path, help="audio or video file to dub (anything FFmpeg reads)")
+    dub.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="dubbed file: .wav or .flac for audio; .mp4, .mkv, .mov or .webm keeps the input's picture",
+    )
+    dub.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="language of the speech (default: detect); the same as --to re-voices without translating",
+    )
+    dub.add_argument("--to", dest="target", required=True, help="language to dub into")
+    stages = dub.add_argument_group("stages (see `stsdub plugins`)")
+    stages.add_argument("--asr", default="faster-whisper", help="speech recognizer (default: faster-whisper)")
+    stages.add_argument(
+        "--translator",
+        default=None,
+        help=f"translator (default: deepl when {_DEEPL_KEY_ENV} is set; none when re-voicing)",
+    )
+    stages.add_argument("--synthesizer", default="piper", help="speech synthesizer (default: piper)")
+    stages.add_argument("--voice", default=None, help="voice of the synthesizer")
+    stages.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    stages.add_argument(
+        "--option",
+        "-O",
+        action="append",
+        type=_parse_option,
+        default=[],
+        metavar="KIND.NAME=VALUE",
+        help="stage option, e.g. -O asr.model=small (repeatable; values are JSON when they parse)",
+    )
+    seg = dub.add_argument_group("segmentation")
+    seg.add_argument(
+        "--segment",
+        choices=("speech", "fixed"),
+        default="speech",
+        help="speech: cut at pauses, never inside a word (default); fixed: equal windows",
+    )
+    seg.add_argument(
+        "--fragment-seconds", type=float, default=6.0, help="length of fixed windows (default: 6)"
+    )
+    seg.add_argument(
+        "--max-fragment-seconds", type=float, default=12.0, help="longest speech fragment (default: 12)"
+    )
+    seg.add_argument(
+        "--min-pause",
+        type=float,
+        default=0.3,
+        help="shortest pause that ends a fragment, seconds (default: 0.3)",
+    )
+    out = dub.add_argument_group("output")
+    out.add_argument(
+        "--original",
+        choices=("none", "track", "mix"),
+        default="none",
+        help="keep the original audio: as a second track (video outputs) or mixed under the dub",
+    )
+    out.add_argument(
+        "--original-level",
+        type=float,
+        default=0.25,
+        help="gain of the original under the dub, 0-1 (default: 0.25)",
+    )
+    out.add_argument(
+        "--audio-codec", choices=("aac", "opus"), default=None, help="audio codec of a video output"
+    )
+    out.add_argument(
+        "--sample-rate", type=int, default=None, help="rate of the dubbed audio (default: the input's)"
+    )
+    out.add_argument(
+        "--subtitles",
+        default="srt,vtt",
+        help="subtitle formats, comma-separated, or 'none' (default: srt,vtt)",
+    )
+    run = dub.add_argument_group("run")
+    run.add_argument(
+        "--fallback",
+        choices=("silence", "original"),
+        default="silence",
+        help="audio of a fragment that fails (default: silence)",
+    )
+    run.add_argument(
+        "--fragment-timeout", type=float, default=60.0, help="seconds one fragment may take (default: 60)"
+    )
+    run.add_argument(
+        "--max-inflight", type=int, default=3, help="fragments in the pipeline at once (default: 3)"
+    )
+    run.add_argument("--allow-failures", action="store_true", help="exit 0 even when fragments failed")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _same_language(source: str | None, target: str) -> bool:
+    return source is not None and source.split("-")[0].lower() == target.split("-")[0].lower()
+
+
+def _choose_translator(args: argparse.Namespace, options: dict[str, Any]) -> str | None:
+    """The translator to load, or a ConfigurationError that says what to set — before any model loads."""
+    if _same_language(args.source, args.target):
+        return None  # re-voicing: the translator would never be called
+    need = f"dubbing {args.source or 'detected speech'} into {args.target} needs a translator"
+    has_key = bool(os.environ.get(_DEEPL_KEY_ENV) or options.get("auth_key"))
+    offline = (
+        "or translate offline with a CTranslate2 model (Opus-MT or NLLB, converted with"
+        " ct2-transformers-converter): --translator ctranslate2 -O translator.model=PATH"
+    )
+    if args.translator is None:
+        if has_key:
+            return "deepl"
+        hint = "; to re-voice in the same language give the same --from and --to" if args.source else ""
+        raise ConfigurationError(
+            f"{need}, and none is set up. Set {_DEEPL_KEY_ENV}=<your DeepL API key> to use DeepL,"
+            f" {offline}{hint}"
+        )
+    if args.translator == "deepl" and not has_key:
+        raise ConfigurationError(
+            f"--translator deepl needs a DeepL API key: set {_DEEPL_KEY_ENV}=<your key>"
+            f" (or -O translator.auth_key=KEY), {offline}"
+        )
+    if args.translator == "ctranslate2" and "model" not in options:
+        raise ConfigurationError(
+            f"--translator ctranslate2 needs a model: -O translator.model=PATH; {offline}"
+        )
+    return str(args.translator)
+
+
+def _subtitle_formats(text: str) -> tuple[str, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    formats = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    unknown = sorted(set(formats) - {"srt", "vtt"})
+    if unknown:
+        raise ConfigurationError(f"--subtitles: unknown formats {unknown}; use srt, vtt or none")
+    return formats
 
 
 def _cmd_dub(args: argparse.Namespace) -> int:
-    import numpy as np
-    import soundfile
-    from rich.progress import Progress
+    import functools
+
+    import anyio
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from ._dubber import Dubber
+    from ._files import FileProgress, adub_file
+    from ._media import Segmentation
 
     options: dict[str, dict[str, Any]] = {"asr": {}, "translator": {}, "synthesizer": {}}
     for kind, name, value in args.option:
         options[kind][name] = value
-    try:
-        data, rate = soundfile.read(str(args.input), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        raise StsdubError(f"cannot read {args.input}: {exc}") from exc
-    samples = np.ascontiguousarray(data.mean(axis=1, dtype=np.float32))
-    if samples.size == 0:
-        raise StsdubError(f"{args.input} holds no audio")
-    fragments = list(_windows(np.clip(samples, -1.0, 1.0), int(rate), args.fragment_seconds))
-    same = args.source is not None and args.source.split("-")[0] == args.target.split("-")[0]
+    translator = _choose_translator(args, options["translator"])
+    # Unknown or uninstalled stages are reported now, not after the first model has loaded.
+    registry = StageRegistry.from_plugin_manager(get_plugin_manager())
+    for kind, name in (("asr", args.asr), ("translator", translator), ("synthesizer", args.synthesizer)):
+        if name is not None:
+            registry.get(kind, name)
+    segmentation = Segmentation(
+        mode=args.segment,
+        window_seconds=args.fragment_seconds,
+        max_seconds=args.max_fragment_seconds,
+        min_pause_seconds=args.min_pause,
+    )
+    subtitles = _subtitle_formats(args.subtitles)
     dubber = Dubber(
         asr=args.asr,
-        translator=None if same else args.translator,
+        translator=translator,
         synthesizer=args.synthesizer,
         source_language=args.source,
         target_language=args.target,
         voice=args.voice,
         device=args.device,
         asr_options=options["asr"],
-        translator_options=options["translator"] if not same else None,
+        translator_options=options["translator"] if translator is not None else None,
         synthesizer_options=options["synthesizer"],
+        fallback=args.fallback,
+        fragment_timeout=args.fragment_timeout,
+        max_inflight=args.max_inflight,
+        # Room for the longest fragment the segmentation can make, padding included.
+        max_fragment_seconds=max(30.0, args.fragment_seconds + 1, args.max_fragment_seconds + 1),
+        registry=registry,
     )
-    started = time.perf_counter()
-    results = []
-    with dubber, Progress(transient=True) as progress:
-        task = progress.add_task("dubbing", total=len(fragments))
-        for result in dubber.dub_sync(fragments):
-            results.append(result)
-            progress.advance(task)
-    elapsed = time.perf_counter() - started
-    out = np.concatenate([r.audio.samples for r in results])
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(args.output), out, results[0].audio.sample_rate)
-    counts = {s: sum(r.status is s for r in results) for s in Status}
-    duration = samples.size / rate
+    err = Console(stderr=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=args.quiet,
+    )
+    task = progress.add_task(_PHASES["decode"], total=None)
+
+    def on_progress(event: FileProgress) -> None:
+        if event.phase == "dub":
+            progress.update(task, description=_PHASES["dub"], total=event.total, completed=event.done)
+        else:
+            progress.update(task, description=_PHASES.get(event.phase, event.phase))
+
+    run = functools.partial(
+        adub_file,
+        dubber,
+        args.input,
+        args.output,
+        segmentation=segmentation,
+        subtitles=subtitles,
+        original=None if args.original == "none" else args.original,
+        original_level=args.original_level,
+        sample_rate=args.sample_rate,
+        audio_codec=args.audio_codec,
+        on_progress=on_progress,
+    )
+    with progress:
+        dubbed = anyio.run(run)
+    counts = dubbed.counts
+    t = dubbed.timings
+    langs = f"{dubbed.source_language or '?'} → {dubbed.target_language}"
     print(
-        f"{len(results)} fragments: {counts[Status.SUCCESS]} success, {counts[Status.PARTIAL]} partial,"
-        f" {counts[Status.FAILED]} failed; {duration:.1f} s of audio in {elapsed:.1f} s"
-        f" (real-time factor {elapsed / duration:.2f}); wrote {args.output}"
+        f"dubbed {dubbed.input.name} ({dubbed.duration:.1f} s, {langs}): {len(dubbed.results)} fragments —"
+        f" {counts[Status.SUCCESS]} success, {counts[Status.PARTIAL]} partial, {counts[Status.FAILED]} failed"
     )
-    for r in results:
+    print(
+        f"time: loading {t.get('load', 0):.1f} s, dubbing {t.get('dub', 0):.1f} s"
+        f" (real-time factor {dubbed.real_time_factor:.2f}), total {t.get('total', 0):.1f} s"
+    )
+    print(f"wrote {dubbed.output}")
+    for path in dubbed.subtitles:
+        print(f"      {path}")
+    for (start, _end), r in zip(dubbed.spans, dubbed.results, strict=True):
         if r.error is not None:
-            print(f"  fragment {r.sequence_number}: {r.error}", file=sys.stderr)
-    return 1 if counts[Status.FAILED] and not args.allow_failures else 0
+            print(f"  fragment {r.sequence_number} at {start:.1f} s: {r.error}", file=sys.stderr)
+        elif r.warnings:
+            print(
+                f"  fragment {r.sequence_number} at {start:.1f} s: {'; '.join(r.warnings)}", file=sys.stderr
+            )
+    if counts[Status.FAILED] and not args.allow_failures:
+        print(
+            f"stsdub: {counts[Status.FAILED]} fragment(s) failed (kept as {args.fallback});"
+            " pass --allow-failures to exit 0 anyway",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plugins":
             return _cmd_plugins(args)
+        if args.command == "serve":
+            return run_serve(args)
         return _cmd_dub(args)
     except StsdubError as exc:
         print(f"stsdub: error: {exc}", file=sys.stderr)

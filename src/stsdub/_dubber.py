@@ -6,9 +6,10 @@ import contextlib
 import inspect
 import logging
 import math
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -23,6 +24,9 @@ from ._pipeline._runner import StageRunner
 from ._pipeline._stream import Stages, Stream, StreamConfig, Ticket
 from ._plugins import StageRegistry
 from .errors import ConfigurationError, StageLoadError, StsdubError
+
+if TYPE_CHECKING:
+    from ._files import DubbedFile
 
 __all__ = ["Dubber"]
 
@@ -158,6 +162,11 @@ class Dubber:
         self._streams: dict[str, Stream] = {}
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._sync_cm: contextlib.ExitStack | None = None
+
+    @property
+    def max_fragment_seconds(self) -> float:
+        """Fragments longer than this are refused at ``send``."""
+        return self._max_fragment_seconds
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -402,6 +411,27 @@ class Dubber:
         with self:
             assert self._portal is not None
             return self._portal.call(collect)
+
+    def dub_file(
+        self, input: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, **options: Any
+    ) -> DubbedFile:
+        """Dub an audio or video file; blocking and notebook-safe. See :func:`stsdub._files.dub_file`.
+
+        Options: ``segmentation`` (``"speech"`` or ``"fixed"`` or a :class:`~stsdub.Segmentation`),
+        ``subtitles``, ``original`` (``"mix"`` / ``"track"``), ``original_level``,
+        ``sample_rate``, ``audio_codec``, ``on_progress``, and any stream override.
+        """
+        from . import _files
+
+        return _files.dub_file(self, input, output, **options)
+
+    async def adub_file(
+        self, input: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, **options: Any
+    ) -> DubbedFile:
+        """The async form of :meth:`dub_file`, for use under ``async with dubber:``."""
+        from . import _files
+
+        return await _files.adub_file(self, input, output, **options)
 
     def __repr__(self) -> str:
         names = {

@@ -10,6 +10,10 @@ Every exception stsdub raises derives from :class:`StsdubError`::
     │   ├── InvalidAudioError     NaN/inf, wrong dtype or shape, bad rate, empty, oversize
     │   └── SequenceError         duplicate or decreasing sequence number, wrong stream
     ├── StreamClosedError         ``send`` after ``end`` / close
+    ├── MediaError                a media file cannot be used (``dub_file``, ``stsdub dub``)
+    │   ├── MediaInputError       missing, unreadable, corrupt, truncated or empty input
+    │   │   └── NoAudioStreamError
+    │   └── MediaOutputError      the output cannot be written (path, format, codec)
     └── StageError                one stage failed on one fragment; carries an ErrorCode
 
 `StageError` is what a stage raises to report a failure with a code. It is never raised out of
@@ -26,6 +30,10 @@ __all__ = [
     "ErrorCode",
     "InvalidAudioError",
     "InvalidFragmentError",
+    "MediaError",
+    "MediaInputError",
+    "MediaOutputError",
+    "NoAudioStreamError",
     "PluginError",
     "SequenceError",
     "StageError",
@@ -104,6 +112,22 @@ class SequenceError(InvalidFragmentError):
 
 class StreamClosedError(StsdubError):
     """The stream was ended or closed; it accepts no more fragments."""
+
+
+class MediaError(StsdubError):
+    """A media file cannot be used."""
+
+
+class MediaInputError(MediaError):
+    """The input file is missing, unreadable, corrupt, truncated or holds no audio."""
+
+
+class NoAudioStreamError(MediaInputError):
+    """The input file has no audio stream to dub."""
+
+
+class MediaOutputError(MediaError):
+    """The output cannot be written: bad path, no permission, or an unsupported format."""
 
 
 class StageError(StsdubError):

@@ -1,0 +1,479 @@
+"""Dubbing whole files: decode → segment → dub → assemble → write audio / video and subtitles.
+
+:func:`adub_file` is the async core; :func:`dub_file` is its blocking twin for scripts and
+notebooks (it runs the Dubber's event loop in a background thread, so it works where a loop
+already runs, as in Jupyter).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+import attrs
+import numpy as np
+
+from . import _audio
+from ._media import (
+    ANALYSIS_RATE,
+    SUBTITLE_FORMATS,
+    Cue,
+    MediaInfo,
+    Piece,
+    Segmentation,
+    SourceAudio,
+    plan,
+    plan_output,
+    probe,
+    read_audio,
+    render,
+    staged,
+    write_audio,
+    write_text,
+    write_video,
+)
+from ._media._output import OutputPlan
+from ._model import AudioBuffer, DubResult, Fragment, Status
+from .errors import ConfigurationError, StsdubError
+
+if TYPE_CHECKING:
+    from ._audio import FloatArray
+    from ._dubber import Dubber
+
+__all__ = ["DubbedFile", "FileProgress", "adub_file", "dub_file"]
+
+#: Level of the original audio under the dub with ``original="mix"`` (about -12 dB).
+DEFAULT_ORIGINAL_LEVEL = 0.25
+
+
+@attrs.frozen
+class FileProgress:
+    """Where :func:`dub_file` is: ``phase`` is ``decode``, ``segment``, ``load``, ``dub`` or
+    ``write``; ``done`` of ``total`` fragments during ``dub``."""
+
+    phase: str
+    done: int = 0
+    total: int = 0
+
+
+ProgressCallback = Callable[[FileProgress], object]
+
+
+@attrs.frozen(repr=False)
+class DubbedFile:
+    """The outcome of dubbing one file.
+
+    ``results`` and ``spans`` line up: one :class:`~stsdub.DubResult` per dubbed fragment and
+    its ``(start, end)`` in seconds. Pauses between fragments (speech-aware segmentation) are
+    not dubbed and have no result.
+    """
+
+    input: Path
+    #: The written audio or video file; ``None`` when nothing was written.
+    output: Path | None
+    #: Subtitle files written next to the output (``<stem>.<lang>.srt`` / ``.vtt``).
+    subtitles: tuple[Path, ...]
+    results: tuple[DubResult, ...]
+    spans: tuple[tuple[float, float], ...]
+    #: The audio track as written: dubbed speech, with the original under it if mixed.
+    audio: AudioBuffer
+    #: Input length in seconds.
+    duration: float
+    source_language: str | None
+    target_language: str
+    source_cues: tuple[Cue, ...]
+    target_cues: tuple[Cue, ...]
+    info: MediaInfo
+    #: Seconds per phase (``decode``, ``segment``, ``load``, ``dub``, ``write``) and ``total``.
+    timings: Mapping[str, float] = attrs.field(factory=dict)
+
+    @property
+    def counts(self) -> dict[Status, int]:
+        """Number of fragments per status."""
+        return {s: sum(r.status is s for r in self.results) for s in Status}
+
+    @property
+    def ok(self) -> bool:
+        """True when no fragment FAILED."""
+        return all(r.ok for r in self.results)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Seconds spent dubbing (models already loaded) per second of input."""
+        return self.timings.get("dub", 0.0) / self.duration if self.duration else 0.0
+
+    @property
+    def transcript(self) -> str:
+        """What was heard, fragment by fragment."""
+        return "\n".join(c.text for c in self.source_cues)
+
+    @property
+    def translation(self) -> str:
+        """What the dub says, fragment by fragment."""
+        return "\n".join(c.text for c in self.target_cues)
+
+    def __repr__(self) -> str:
+        counts = self.counts
+        return (
+            f"DubbedFile({self.input.name} → {self.output.name if self.output else '(not written)'},"
+            f" {self.duration:.1f} s, {len(self.results)} fragments: {counts[Status.SUCCESS]} success,"
+            f" {counts[Status.PARTIAL]} partial, {counts[Status.FAILED]} failed)"
+        )
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        counts = self.counts
+        written = str(self.output) if self.output else "(not written)"
+        head = (
+            f"<p><b>{esc(self.input.name)}</b> → <b>{esc(written)}</b>"
+            f" — {self.duration:.1f} s, {esc(self.source_language or '?')} → {esc(self.target_language)};"
+            f" {counts[Status.SUCCESS]} success, {counts[Status.PARTIAL]} partial,"
+            f" {counts[Status.FAILED]} failed; real-time factor {self.real_time_factor:.2f}</p>"
+        )
+        rows = []
+        for (start, end), r in zip(self.spans, self.results, strict=True):
+            heard = r.transcript.text if r.transcript is not None else ""
+            said = r.translation.text if r.translation is not None else ""
+            note = str(r.error) if r.error is not None else "; ".join(r.warnings)
+            rows.append(
+                f"<tr><td>{start:.1f}–{end:.1f} s</td><td>{esc(r.status.value.upper())}</td>"
+                f"<td>{esc(heard)}</td><td>{esc(said)}</td><td>{esc(note)}</td></tr>"
+            )
+        table = (
+            "<table><tr><th>time</th><th>status</th><th>transcript</th><th>translation</th><th>note</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+        files = ""
+        if self.subtitles:
+            files = "<p>subtitles: " + ", ".join(esc(p.name) for p in self.subtitles) + "</p>"
+        return head + self.audio._repr_html_() + files + table
+
+
+def _is_open(dubber: Dubber) -> bool:
+    return dubber._stages is not None
+
+
+def _setting(dubber: Dubber, overrides: Mapping[str, Any], name: str) -> Any:
+    return overrides[name] if name in overrides else dubber._defaults[name]
+
+
+def _lang_code(language: str) -> str:
+    return language.split("-")[0].lower()
+
+
+async def adub_file(
+    dubber: Dubber,
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    segmentation: Segmentation | str = "speech",
+    subtitles: Sequence[str] = SUBTITLE_FORMATS,
+    original: str | None = None,
+    original_level: float = DEFAULT_ORIGINAL_LEVEL,
+    sample_rate: int | None = None,
+    audio_codec: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    **overrides: Any,
+) -> DubbedFile:
+    """Dub an audio or video file; the async form of :func:`dub_file` (same arguments)."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    input_path = Path(input)
+    output_path = Path(output) if output is not None else None
+    options = Segmentation(mode=segmentation) if isinstance(segmentation, str) else segmentation
+    formats = tuple(dict.fromkeys(subtitles))
+    unknown = set(formats) - set(SUBTITLE_FORMATS)
+    if unknown:
+        raise ConfigurationError(f"unknown subtitle formats {sorted(unknown)}; known: {SUBTITLE_FORMATS}")
+    if not 0 <= original_level <= 1:
+        raise ConfigurationError(f"original_level must lie between 0 and 1, got {original_level!r}")
+    if "output_sample_rate" in overrides:
+        raise ConfigurationError("set the rate of the dubbed file with sample_rate=")
+    target_language = _setting(dubber, overrides, "target_language")
+    if not target_language:
+        raise ConfigurationError("no target_language: pass it to the Dubber or to dub_file()")
+    if sample_rate is not None:
+        _audio.check_sample_rate(sample_rate, what="sample_rate")
+    options.check_available()
+
+    def report(phase: str, done: int = 0, total: int = 0) -> None:
+        if on_progress is not None:
+            on_progress(FileProgress(phase, done, total))
+
+    def mark(phase: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[phase] = now - since
+        return now
+
+    # Everything that can be refused is refused here, before any model loads.
+    report("decode")
+    t = time.perf_counter()
+    info = await anyio.to_thread.run_sync(probe, input_path)
+    out_plan = None
+    if output_path is not None:
+        out_plan = await anyio.to_thread.run_sync(
+            functools.partial(
+                plan_output,
+                output_path,
+                input_path=input_path,
+                has_video=info.has_video,
+                audio_codec=audio_codec,
+                original=original,
+            )
+        )
+    elif original == "track":
+        raise ConfigurationError("original='track' needs an output file with a video container")
+    source = await anyio.to_thread.run_sync(read_audio, input_path)
+    out_rate = source.sample_rate if sample_rate is None else sample_rate
+    t = mark("decode", t)
+
+    report("segment")
+    pieces, audio16k = await anyio.to_thread.run_sync(plan, source.samples, source.sample_rate, options)
+    speech = [p for p in pieces if p.speech]
+    t = mark("segment", t)
+
+    dub = functools.partial(_dub, dubber, input_path, speech, source, audio16k, out_rate, overrides, report)
+    if not _is_open(dubber):
+        report("load")
+        async with dubber:
+            t = mark("load", t)
+            results = await dub()
+            t = mark("dub", t)
+    else:
+        timings["load"] = 0.0
+        results = await dub()
+        t = mark("dub", t)
+
+    report("write")
+    track = _assemble(source, speech, results, out_rate, original, original_level)
+    source_language = _setting(dubber, overrides, "source_language") or next(
+        (r.transcript.language for r in results if r.transcript is not None and r.transcript.language), None
+    )
+    source_cues, target_cues = _cues(speech, source.sample_rate, results)
+    written: list[Path] = []
+    if output_path is not None and out_plan is not None:
+        written = await anyio.to_thread.run_sync(
+            functools.partial(
+                _write,
+                input_path,
+                out_plan,
+                track,
+                out_rate,
+                formats,
+                source_language,
+                target_language,
+                source_cues,
+                target_cues,
+                keep_original_track=original == "track",
+            )
+        )
+    mark("write", t)
+    timings["total"] = time.perf_counter() - started
+    sr = source.sample_rate
+    return DubbedFile(
+        input=input_path,
+        output=output_path,
+        subtitles=tuple(written),
+        results=tuple(results),
+        spans=tuple((p.start / sr, p.end / sr) for p in speech),
+        audio=AudioBuffer(track, out_rate),
+        duration=source.duration,
+        source_language=source_language,
+        target_language=target_language,
+        source_cues=tuple(source_cues),
+        target_cues=tuple(target_cues),
+        info=source.info,
+        timings=timings,
+    )
+
+
+async def _dub(
+    dubber: Dubber,
+    input_path: Path,
+    speech: list[Piece],
+    source: SourceAudio,
+    audio16k: FloatArray,
+    out_rate: int,
+    overrides: Mapping[str, Any],
+    report: Callable[[str, int, int], None],
+) -> list[DubResult]:
+    rate = source.sample_rate
+    stream_id = f"file:{input_path.name}"
+
+    def fragments() -> Any:
+        for n, piece in enumerate(speech):
+            a = round(piece.start * ANALYSIS_RATE / rate)
+            b = max(a + 1, round(piece.end * ANALYSIS_RATE / rate))
+            yield Fragment(
+                n,
+                audio16k[a:b],
+                ANALYSIS_RATE,
+                stream_id=stream_id,
+                timestamp_ms=round(piece.start * 1000 / rate),
+                metadata={"start": piece.start / rate, "end": piece.end / rate},
+            )
+
+    results: list[DubResult] = []
+    report("dub", 0, len(speech))
+    async with dubber.dub(fragments(), output_sample_rate=out_rate, **overrides) as stream:
+        async for result in stream:
+            results.append(result)
+            report("dub", len(results), len(speech))
+    if len(results) != len(speech):  # the Dubber promises one result per fragment
+        raise StsdubError(f"expected {len(speech)} results, got {len(results)}")
+    return results
+
+
+def _assemble(
+    source: SourceAudio,
+    speech: list[Piece],
+    results: list[DubResult],
+    out_rate: int,
+    original: str | None,
+    level: float,
+) -> FloatArray:
+    """The dubbed timeline, exactly as long as the input; pauses stay silent."""
+    rate = source.sample_rate
+
+    def at(i: int) -> int:
+        return round(i * out_rate / rate)
+
+    track = np.zeros(at(source.samples.size), dtype=np.float32)
+    for piece, result in zip(speech, results, strict=True):
+        a, b = at(piece.start), at(piece.end)
+        if result.audio.kind == "original":
+            # The fallback at full quality, not the 16 kHz copy the pipeline saw.
+            audio = _audio.resample(source.samples[piece.start : piece.end], rate, out_rate)
+            if original == "mix":
+                audio = audio * np.float32(1 - level)  # the mix below adds the rest
+        else:
+            audio = result.audio.samples
+        track[a:b] = _audio.fit_length(audio, b - a)
+    if original == "mix" and level > 0:
+        under = _audio.fit_length(_audio.resample(source.samples, rate, out_rate), track.size)
+        track = np.clip(track + np.float32(level) * under, -1.0, 1.0).astype(np.float32)
+    return track
+
+
+def _cues(speech: list[Piece], rate: int, results: list[DubResult]) -> tuple[list[Cue], list[Cue]]:
+    """One cue per fragment that has words, trimmed to the speech by the segment times."""
+    heard: list[Cue] = []
+    said: list[Cue] = []
+    for piece, result in zip(speech, results, strict=True):
+        start, end = piece.start / rate, piece.end / rate
+        if result.transcript is None or not result.transcript.text.strip():
+            continue
+        segments = result.transcript.transcript.segments
+        if segments:
+            first = start + min(s.start for s in segments)
+            last = start + max(s.end for s in segments)
+            if start <= first < last:
+                start, end = first, min(last, end)
+        heard.append(Cue(start, end, result.transcript.text.strip()))
+        if result.translation is not None and result.translation.text.strip():
+            said.append(Cue(start, end, result.translation.text.strip()))
+    return heard, said
+
+
+def _write(
+    input_path: Path,
+    out_plan: OutputPlan,
+    track: FloatArray,
+    rate: int,
+    formats: tuple[str, ...],
+    source_language: str | None,
+    target_language: str,
+    source_cues: list[Cue],
+    target_cues: list[Cue],
+    *,
+    keep_original_track: bool,
+) -> list[Path]:
+    output = out_plan.path
+    sets = {_lang_code(target_language): target_cues}
+    src = _lang_code(source_language) if source_language else "source"
+    # Re-voicing: the "translation" is the transcript, so one set of files says it all.
+    sets.setdefault(src, source_cues)
+    subtitle_paths = [output.with_name(f"{output.stem}.{lang}.{fmt}") for lang in sets for fmt in formats]
+    with staged() as staging:
+        tmp = staging.path_for(output)
+        if out_plan.kind == "audio":
+            write_audio(tmp, track, rate, out_plan.container)
+        else:
+            write_video(
+                input_path,
+                tmp,
+                out_plan,
+                track,
+                rate,
+                keep_original_track=keep_original_track,
+                language=target_language,
+            )
+        paths = iter(subtitle_paths)
+        for cues in sets.values():
+            for fmt in formats:
+                write_text(staging.path_for(next(paths)), render(cues, fmt))
+    return subtitle_paths
+
+
+def dub_file(
+    dubber: Dubber,
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> DubbedFile:
+    """Dub an audio or video file and write the result; blocking, notebook-safe.
+
+    The input may be any audio or video file FFmpeg reads. It is cut into fragments (at the
+    pauses between speech by default), dubbed, and put back on the input's timeline, so the
+    output is exactly as long as the input. A video output (``.mp4``, ``.mkv``, ``.mov``,
+    ``.webm``) keeps the input's picture untouched and gets the dubbed track; an audio output
+    is WAV or FLAC. Subtitles of the transcript and the translation are written next to the
+    output as ``<stem>.<lang>.srt`` / ``.vtt``. Files appear only when everything is written.
+
+    Inside ``with dubber:`` the loaded models are reused; otherwise they are loaded for this
+    call and closed after it. Under ``async with dubber:`` use ``await adub_file(...)``.
+
+    Args:
+        dubber: The Dubber to dub with; its languages, voice and stages apply.
+        input: Audio or video file.
+        output: Where to write; ``None`` dubs in memory only (see ``DubbedFile.audio``).
+        segmentation: ``"speech"`` (cut at pauses; the default), ``"fixed"`` (6 s windows),
+            or a :class:`Segmentation` with custom lengths.
+        subtitles: Subtitle formats to write (``"srt"``, ``"vtt"``); ``()`` for none.
+        original: ``None``; ``"track"``: keep the original audio as a second track (video
+            outputs); ``"mix"``: mix it under the dub at ``original_level`` (keeps music and
+            effects, and the original voices, softly).
+        original_level: Gain of the original under the dub, 0-1.
+        sample_rate: Rate of the dubbed audio; default the input's.
+        audio_codec: ``"aac"`` or ``"opus"`` for video outputs; default from the container.
+        on_progress: Called with a :class:`FileProgress` as the work advances.
+        **overrides: Stream settings for this file: ``source_language``, ``target_language``,
+            ``voice``, ``fragment_timeout``, ``fallback``, ``max_inflight``…
+
+    Returns:
+        A :class:`DubbedFile` with every fragment's result, the audio and the files written.
+
+    Raises:
+        MediaInputError: The input is missing, corrupt, truncated, empty or has no audio.
+        MediaOutputError: The output cannot be written or does not fit the input.
+        StsdubError: Any other problem (configuration, models that fail to load).
+    """
+    call = functools.partial(adub_file, dubber, input, output, **options)
+    portal = dubber._portal
+    if portal is not None:
+        return portal.call(call)
+    if _is_open(dubber):
+        raise StsdubError(
+            "dub_file() on a Dubber opened with `async with` would block its event loop;"
+            " use `await stsdub.adub_file(dubber, ...)` there"
+        )
+    with anyio.from_thread.start_blocking_portal() as portal:
+        return portal.call(call)

@@ -1,0 +1,828 @@
+"""The Socket.IO dubbing service: connections, streams, and the HTTP endpoints.
+
+One :class:`DubbingService` owns a :class:`~stsdub.Dubber` (models load once, in the
+background, so ``/health`` answers while they load) and one task group per concern:
+
+- per connection, a writer task sends every event to the client in the order the service
+  decided them (acks, results and backpressure changes never overtake each other);
+- per stream, a session task opens a library stream and runs two loops: the *feeder* hands
+  queued fragments to ``stream.send`` one at a time, in order (waiting at ``max_inflight``),
+  and the *pump* turns each result into ``fragment:processed``.
+
+``fragment:data`` handlers never wait for the pipeline: they validate, queue and ack at once.
+The backpressure level counts what a stream has queued and not yet been answered, as the
+reference service does; past the critical threshold further fragments are rejected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import numpy as np
+import socketio
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from .._dubber import Dubber
+from .._model import Action, AudioAsset, AudioBuffer, DubResult, Fragment, Severity, Status
+from .._pipeline._backpressure import BackpressureLevels
+from .._pipeline._duration import DurationPolicy
+from .._pipeline._stream import Stream
+from ..errors import ConfigurationError, ErrorCode, StageError, StsdubError
+from ._artifacts import ArtifactStore, ArtifactWriter
+from ._metrics import ServiceMetrics
+from ._protocol import (
+    AudioFormat,
+    FragmentData,
+    ProtocolError,
+    ProtocolErrorCode,
+    StreamInit,
+    error_payload,
+    processed_payload,
+)
+from ._settings import ServerSettings
+
+__all__ = ["DubbingService", "ServiceApp", "create_app"]
+
+log = logging.getLogger("stsdub.server")
+
+_ACTIONS = {Severity.LOW: Action.NONE, Severity.MEDIUM: Action.SLOW_DOWN, Severity.HIGH: Action.PAUSE}
+
+
+class _Pressure:
+    """A stream's backpressure level, from fragments received and not yet answered."""
+
+    def __init__(self, max_inflight: int, levels: BackpressureLevels, critical: int) -> None:
+        self.max_inflight = max_inflight
+        self.low, self.medium, self.high = levels.resolve(max_inflight)
+        self.critical = critical
+        self.severity = Severity.LOW
+
+    def update(self, outstanding: int, *, overflow: bool = False) -> Severity | None:
+        """The new level when it changed, else None (LOW comes back only at ``low``)."""
+        if overflow or outstanding >= self.high:
+            severity = Severity.HIGH
+        elif outstanding >= self.medium:
+            severity = Severity.MEDIUM
+        elif outstanding <= self.low:
+            severity = Severity.LOW
+        else:
+            return None
+        if severity is self.severity:
+            return None
+        self.severity = severity
+        return severity
+
+
+class _Connection:
+    """One Socket.IO client: its outgoing events, in order, and the streams it opened."""
+
+    def __init__(self, sio: socketio.AsyncServer, sid: str) -> None:
+        self.sio = sio
+        self.sid = sid
+        self.streams: set[str] = set()
+        self._outbox: deque[tuple[str, Any]] = deque()
+        self._wakeup = anyio.Event()
+        self._scope: anyio.CancelScope | None = None
+
+    def send(self, event: str, payload: Any) -> None:
+        """Queue an event; the writer sends events in the order they were queued."""
+        self._outbox.append((event, payload))
+        self._wakeup.set()
+
+    async def run_writer(self) -> None:
+        with anyio.CancelScope() as self._scope:
+            while True:
+                while not self._outbox:
+                    await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+                event, payload = self._outbox.popleft()
+                await self.sio.emit(event, payload, to=self.sid)
+
+    def close(self) -> None:
+        self._outbox.clear()
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+@attrs.define(eq=False)
+class _Entry:
+    """A queued fragment on its way to the pipeline and back."""
+
+    fragment: Fragment
+    received_at: float
+    refused: StsdubError | None = None
+
+
+class _Session:
+    """One stream of one connection."""
+
+    def __init__(
+        self,
+        service: DubbingService,
+        connection: _Connection,
+        init: StreamInit,
+        overrides: Mapping[str, Any],
+        pressure: _Pressure,
+    ) -> None:
+        self.service = service
+        self.connection = connection
+        self.init = init
+        self.stream_id = init.stream_id
+        self.session_id = uuid.uuid4().hex
+        self.overrides = dict(overrides)
+        self.pressure = pressure
+        self.state = "initializing"
+        self.last_seq: int | None = None
+        self.outstanding = 0
+        self.counts = {"success": 0, "partial": 0, "failed": 0, "rejected": 0}
+        self.total_processing_ms = 0.0
+        self._inbox_in, self._inbox_out = anyio.create_memory_object_stream[_Entry](pressure.critical)
+        self._order_in, self._order_out = anyio.create_memory_object_stream[_Entry](pressure.critical)
+        self._scope: anyio.CancelScope | None = None
+
+    @property
+    def audio(self) -> AudioFormat:
+        return self.init.audio
+
+    # -- called from event handlers (no await: decisions happen in arrival order) ------------
+
+    def accept(self, fragment: Fragment, received_at: float) -> Severity | None:
+        self._inbox_in.send_nowait(_Entry(fragment, received_at))
+        self.last_seq = fragment.sequence_number
+        self.outstanding += 1
+        self.service.metrics.in_flight.inc()
+        return self.pressure.update(self.outstanding)
+
+    def end(self) -> None:
+        self.state = "ending"
+        self._inbox_in.close()
+
+    def cancel(self) -> None:
+        self.state = "closed"
+        self._inbox_in.close()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- the session task --------------------------------------------------------------------
+
+    async def run(
+        self, dubber: Dubber, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        started = False
+        completed = False
+        try:
+            with anyio.CancelScope() as self._scope:
+                async with dubber.open_stream(self.stream_id, **self.overrides) as stream:
+                    if self.state == "initializing":
+                        self.state = "active"
+                    started = True
+                    task_status.started()
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._feed, stream)
+                        await self._pump(stream)
+                    completed = True
+            if completed:
+                self._complete()
+        except Exception as exc:
+            if not started:
+                raise  # stream:init answers it
+            log.exception("stream session failed", extra={"stream_id": self.stream_id})
+            self.connection.send(
+                "error",
+                error_payload(
+                    StageError(
+                        ErrorCode.INTERNAL_ERROR, f"stream failed: {type(exc).__name__}: {exc}", "session"
+                    ),
+                    stream_id=self.stream_id,
+                ),
+            )
+        finally:
+            self._inbox_out.close()
+            self._order_out.close()
+            self.service.metrics.in_flight.dec(self.outstanding)
+            self.outstanding = 0
+            self.service._drop(self)
+
+    async def _feed(self, stream: Stream) -> None:
+        async with self._inbox_out, self._order_in:
+            async for entry in self._inbox_out:
+                try:
+                    await stream.send(entry.fragment)
+                except StsdubError as exc:
+                    # The library refused what the service accepted (e.g. a Dubber with a
+                    # shorter max_fragment_seconds): still one answer, in its place.
+                    entry.refused = exc
+                await self._order_in.send(entry)
+            await stream.end()
+
+    async def _pump(self, stream: Stream) -> None:
+        results = aiter(stream)
+        async with self._order_out:
+            async for entry in self._order_out:
+                if entry.refused is None:
+                    result = await anext(results)
+                else:
+                    result = _refused_result(entry.fragment, entry.refused)
+                self._answer(entry, result)
+
+    def _answer(self, entry: _Entry, result: DubResult) -> None:
+        service = self.service
+        elapsed = time.perf_counter() - entry.received_at
+        payload = processed_payload(result, channels=self.audio.channels, processing_time_ms=1000 * elapsed)
+        self.outstanding -= 1
+        service.metrics.in_flight.dec()
+        self.counts[result.status.value] += 1
+        self.total_processing_ms += 1000 * elapsed
+        self.connection.send("fragment:processed", payload)
+        changed = self.pressure.update(self.outstanding)
+        if changed is not None:
+            service._backpressure(self, changed)
+        service.metrics.observe_result(result, elapsed)
+        extra = {
+            "event": "fragment:processed",
+            "stream_id": result.stream_id,
+            "fragment_id": result.fragment_id,
+            "sequence_number": result.sequence_number,
+            "status": result.status.value,
+            "processing_time_ms": payload["processing_time_ms"],
+            "stage_timings": payload["stage_timings"],
+            "error": payload["error"],
+            "warnings": payload["warnings"] or None,
+        }
+        if result.status is Status.FAILED:
+            log.warning("fragment failed", extra=extra)
+        else:
+            log.info("fragment processed", extra=extra)
+        if service.artifacts is not None:
+            service.artifacts.submit(result, payload)
+
+    def _complete(self) -> None:
+        answered = sum(self.counts[k] for k in ("success", "partial", "failed"))
+        payload = {
+            "stream_id": self.stream_id,
+            "session_id": self.session_id,
+            "total_fragments": answered,
+            "success_count": self.counts["success"],
+            "partial_count": self.counts["partial"],
+            "failed_count": self.counts["failed"],
+            "rejected_count": self.counts["rejected"],
+            "avg_processing_time_ms": round(self.total_processing_ms / answered) if answered else 0,
+        }
+        self.connection.send("stream:complete", payload)
+        log.info("stream complete", extra={"event": "stream:complete", "stream_id": self.stream_id})
+
+
+_NO_PAYLOAD = object()
+
+
+def _single(args: tuple[object, ...]) -> object:
+    """The one argument an event carries; anything else is answered as a bad payload."""
+    return args[0] if len(args) == 1 else _NO_PAYLOAD
+
+
+def _refused_result(fragment: Fragment, exc: StsdubError) -> DubResult:
+    """A FAILED result with silence for a fragment the library refused at ``send``."""
+    error = StageError(ErrorCode.INVALID_AUDIO_FORMAT, str(exc), "ingest")
+    silence = AudioBuffer(np.zeros(fragment.audio.size, dtype=np.float32), fragment.sample_rate)
+    audio = AudioAsset(
+        f"audio-{fragment.fragment_id}-{fragment.sequence_number}",
+        (f"fragment:{fragment.fragment_id}",),
+        silence,
+        "silence",
+    )
+    return DubResult(
+        sequence_number=fragment.sequence_number,
+        fragment_id=fragment.fragment_id,
+        stream_id=fragment.stream_id or "",
+        status=Status.FAILED,
+        audio=audio,
+        error=error,
+        timestamp_ms=fragment.timestamp_ms,
+        metadata=fragment.metadata,
+    )
+
+
+class DubbingService:
+    """The Socket.IO event handlers and the state behind them.
+
+    Args:
+        settings: Limits, security and defaults.
+        dubber: The pipeline; opened (models loaded) by :meth:`run`.
+        on_fatal: Called when the models fail to load (``stsdub serve`` exits then).
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        dubber: Dubber,
+        *,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.dubber = dubber
+        self.on_fatal = on_fatal
+        self.metrics = ServiceMetrics()
+        self.levels = BackpressureLevels(
+            low=settings.backpressure_low,
+            medium=settings.backpressure_medium,
+            high=settings.backpressure_high,
+        )
+        self.levels.resolve(settings.max_inflight)  # refuse impossible thresholds now
+        self.artifacts: ArtifactWriter | None = None
+        self.ready = False
+        self.load_error: str | None = None
+        self.connections: dict[str, _Connection] = {}
+        self.sessions: dict[str, _Session] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._streams_tg: anyio.abc.TaskGroup | None = None
+        origins: str | list[str] | None
+        if not settings.cors_origins:
+            origins = None  # Engine.IO's default: same origin only
+        elif "*" in settings.cors_origins:
+            origins = "*"
+        else:
+            origins = list(settings.cors_origins)
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins=origins,
+            # Room above the payload limit so that an oversize fragment gets an error answer
+            # instead of a dropped connection; far beyond it, the transport closes it.
+            max_http_buffer_size=2 * settings.max_payload_bytes + 65536,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("stream:init", self._on_stream_init)
+        self.sio.on("stream:pause", self._on_stream_pause)
+        self.sio.on("stream:resume", self._on_stream_resume)
+        self.sio.on("stream:end", self._on_stream_end)
+        self.sio.on("fragment:data", self._on_fragment_data)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled: load the models, then host the streams."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            if self.settings.artifacts_enabled:
+                store = await anyio.to_thread.run_sync(
+                    lambda: ArtifactStore(
+                        self.settings.artifacts_path,
+                        retention_hours=self.settings.artifact_retention_hours,
+                        max_count=self.settings.artifact_max_count,
+                    )
+                )
+                self.artifacts = ArtifactWriter(store)
+                await tg.start(self.artifacts.run)
+            task_status.started()
+            try:
+                log.info("loading models", extra={"event": "startup"})
+                async with self.dubber:
+                    if self.dubber.device and self.dubber.device.startswith("cuda"):
+                        self.metrics.add_gpu(self.dubber.device)
+                    async with anyio.create_task_group() as streams_tg:
+                        self._streams_tg = streams_tg
+                        self.ready = True
+                        self.metrics.models_ready.set(1)
+                        log.info("models loaded; ready", extra={"event": "ready"})
+                        await anyio.sleep_forever()
+            except Exception as exc:
+                self.load_error = f"{type(exc).__name__}: {exc}"
+                log.exception("the models failed to load", extra={"event": "startup"})
+                if self.on_fatal is not None:
+                    self.on_fatal(exc)
+            finally:
+                self.ready = False
+                self._streams_tg = None
+                self.metrics.models_ready.set(0)
+                if self.artifacts is not None:
+                    self.artifacts.close()
+            await anyio.sleep_forever()  # keep answering /health until shut down
+
+    def _drop(self, session: _Session) -> None:
+        if self.sessions.get(session.stream_id) is session:
+            del self.sessions[session.stream_id]
+            self.metrics.streams_active.set(len(self.sessions))
+        session.connection.streams.discard(session.stream_id)
+
+    def _backpressure(self, session: _Session, severity: Severity) -> None:
+        payload = {
+            "stream_id": session.stream_id,
+            "severity": severity.value,
+            "action": _ACTIONS[severity].value,
+            "current_inflight": session.outstanding,
+            "max_inflight": session.pressure.max_inflight,
+        }
+        session.connection.send("backpressure", payload)
+        self.metrics.backpressure_events.labels(severity=severity.value).inc()
+        log.info("backpressure", extra={"event": "backpressure", **payload})
+
+    # -- Socket.IO handlers ------------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: Mapping[str, Any], auth: object = None) -> None:
+        token = self.settings.auth_token
+        if token is not None:
+            offered = None
+            if isinstance(auth, Mapping) and isinstance(auth.get("token"), str):
+                offered = auth["token"]
+            else:
+                header = environ.get("HTTP_AUTHORIZATION", "")
+                if isinstance(header, str) and header.lower().startswith("bearer "):
+                    offered = header[7:].strip()
+            if offered is None or not hmac.compare_digest(offered.encode(), token.encode()):
+                self.metrics.rejected_connections.inc()
+                log.warning(
+                    "connection refused: missing or wrong token", extra={"event": "connect", "sid": sid}
+                )
+                raise socketio.exceptions.ConnectionRefusedError(
+                    {"code": ProtocolErrorCode.UNAUTHORIZED.value, "message": "missing or wrong token"}
+                )
+        if self._tg is None:
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": ProtocolErrorCode.NOT_READY.value, "message": "the service is starting"}
+            )
+        connection = _Connection(self.sio, sid)
+        self.connections[sid] = connection
+        self._tg.start_soon(connection.run_writer)
+        self.metrics.connections.set(len(self.connections))
+        log.info("client connected", extra={"event": "connect", "sid": sid})
+
+    async def _on_disconnect(self, sid: str, reason: object = None) -> None:
+        connection = self.connections.pop(sid, None)
+        if connection is None:
+            return
+        self.metrics.connections.set(len(self.connections))
+        for stream_id in list(connection.streams):
+            session = self.sessions.get(stream_id)
+            if session is not None:
+                session.cancel()
+        connection.close()
+        log.info("client disconnected", extra={"event": "disconnect", "sid": sid})
+
+    def _refuse(
+        self, sid: str, event: str, error: ProtocolError, *, stream_id: str | None = None, **ids: Any
+    ) -> dict[str, Any]:
+        payload = error_payload(error, stream_id=stream_id, event=event, **ids)
+        payload["stage"] = "session"
+        self.metrics.observe_refusal(error.code.value, stage="session")
+        connection = self.connections.get(sid)
+        if connection is not None:
+            connection.send("error", payload)
+        log.warning(
+            f"{event} refused: {error.message}",
+            extra={"event": event, "stream_id": stream_id, "code": error.code.value, "sid": sid},
+        )
+        return payload
+
+    async def _on_stream_init(self, sid: str, *args: object) -> dict[str, Any]:
+        payload = _single(args)
+        connection = self.connections.get(sid)
+        stream_id = FragmentData.peek(payload)[1]
+        try:
+            if connection is None:
+                raise ProtocolError(ProtocolErrorCode.NOT_READY, "not connected")
+            init = StreamInit.parse(payload)
+            stream_id = init.stream_id
+            if not self.ready or self._streams_tg is None:
+                message = (
+                    "the models are still loading" if self.load_error is None else "the models failed to load"
+                )
+                raise ProtocolError(ProtocolErrorCode.NOT_READY, message)
+            if init.stream_id in self.sessions:
+                raise ProtocolError(
+                    ProtocolErrorCode.STREAM_EXISTS, f"stream {init.stream_id!r} is already open"
+                )
+            if len(self.sessions) >= self.settings.max_concurrent_streams:
+                raise ProtocolError(
+                    ProtocolErrorCode.STREAM_LIMIT_REACHED,
+                    f"{len(self.sessions)} streams are open;"
+                    f" the limit is {self.settings.max_concurrent_streams}",
+                )
+            target = init.target_language or self.settings.target_language
+            if target is None:
+                raise ProtocolError(
+                    ProtocolErrorCode.INVALID_CONFIG, "stream:init.config: missing target_language"
+                )
+            max_inflight = min(init.max_inflight or self.settings.max_inflight, self.settings.max_inflight)
+            overrides: dict[str, Any] = {
+                "target_language": target,
+                "max_inflight": max_inflight,
+                "fragment_timeout": self.settings.fragment_timeout
+                if init.timeout_ms is None
+                else init.timeout_ms / 1000,
+            }
+            if init.source_language is not None:
+                overrides["source_language"] = init.source_language
+            if init.voice is not None:
+                overrides["voice"] = init.voice
+            if init.fallback is not None:
+                overrides["fallback"] = init.fallback
+            pressure = _Pressure(max_inflight, self.levels, self.settings.critical_threshold(max_inflight))
+            session = _Session(self, connection, init, overrides, pressure)
+            # Reserved before the first await, so that a second init of the id is refused.
+            self.sessions[init.stream_id] = session
+            connection.streams.add(init.stream_id)
+            try:
+                await self._streams_tg.start(session.run, self.dubber)
+            except ConfigurationError as exc:
+                self._drop(session)
+                code = (
+                    ProtocolErrorCode.UNSUPPORTED_LANGUAGE
+                    if "language" in str(exc)
+                    else ProtocolErrorCode.INVALID_CONFIG
+                )
+                raise ProtocolError(code, str(exc)) from None
+            except StsdubError as exc:
+                self._drop(session)
+                raise ProtocolError(ProtocolErrorCode.INVALID_CONFIG, str(exc)) from None
+        except ProtocolError as err:
+            return self._refuse(sid, "stream:init", err, stream_id=stream_id)
+        self.metrics.streams_active.set(len(self.sessions))
+        ready = {
+            "stream_id": init.stream_id,
+            "session_id": session.session_id,
+            "max_inflight": max_inflight,
+            "audio_format": init.audio.to_dict(),
+            "output_sample_rate_hz": self.settings.output_sample_rate or init.audio.sample_rate,
+            "target_language": target,
+            "backpressure": {
+                "low": pressure.low,
+                "medium": pressure.medium,
+                "high": pressure.high,
+                "critical": pressure.critical,
+            },
+            "max_payload_bytes": self.settings.max_payload_bytes,
+            "capabilities": {"batch_processing": False, "async_delivery": True, "in_order_delivery": True},
+        }
+        connection.send("stream:ready", ready)
+        log.info(
+            "stream ready",
+            extra={
+                "event": "stream:init",
+                "stream_id": init.stream_id,
+                "sid": sid,
+                "worker_id": init.worker_id,
+            },
+        )
+        return ready
+
+    def _own_session(self, sid: str, payload: object, event: str) -> _Session:
+        if not isinstance(payload, Mapping):
+            raise ProtocolError(ProtocolErrorCode.INVALID_PAYLOAD, f"{event} must be a JSON object")
+        stream_id = payload.get("stream_id")
+        session = self.sessions.get(stream_id) if isinstance(stream_id, str) else None
+        if session is None or session.connection.sid != sid:
+            raise ProtocolError(
+                ProtocolErrorCode.STREAM_NOT_FOUND,
+                f"{event}: no open stream {stream_id!r} on this connection",
+            )
+        return session
+
+    async def _on_stream_pause(self, sid: str, *args: object) -> dict[str, Any]:
+        payload = _single(args)
+        return self._set_state(sid, payload, "stream:pause", "paused")
+
+    async def _on_stream_resume(self, sid: str, *args: object) -> dict[str, Any]:
+        payload = _single(args)
+        return self._set_state(sid, payload, "stream:resume", "active")
+
+    def _set_state(self, sid: str, payload: object, event: str, state: str) -> dict[str, Any]:
+        try:
+            session = self._own_session(sid, payload, event)
+            if session.state not in ("active", "paused"):
+                raise ProtocolError(
+                    ProtocolErrorCode.STREAM_ENDING,
+                    f"{event}: stream {session.stream_id!r} is {session.state}",
+                )
+        except ProtocolError as err:
+            return self._refuse(sid, event, err, stream_id=FragmentData.peek(payload)[1])
+        session.state = state
+        answer = {"stream_id": session.stream_id, "state": state, "in_flight": session.outstanding}
+        session.connection.send("stream:paused" if state == "paused" else "stream:resumed", answer)
+        log.info(f"stream {state}", extra={"event": event, "stream_id": session.stream_id})
+        return answer
+
+    async def _on_stream_end(self, sid: str, *args: object) -> dict[str, Any]:
+        payload = _single(args)
+        try:
+            session = self._own_session(sid, payload, "stream:end")
+            if session.state in ("ending", "closed"):
+                raise ProtocolError(
+                    ProtocolErrorCode.STREAM_ENDING, f"stream {session.stream_id!r} is already ending"
+                )
+        except ProtocolError as err:
+            return self._refuse(sid, "stream:end", err, stream_id=FragmentData.peek(payload)[1])
+        session.end()
+        log.info("stream ending", extra={"event": "stream:end", "stream_id": session.stream_id})
+        return {"stream_id": session.stream_id, "state": "ending", "in_flight": session.outstanding}
+
+    async def _on_fragment_data(self, sid: str, *args: object) -> dict[str, Any]:
+        payload = _single(args)
+        received_at = time.perf_counter()
+        fragment_id, stream_id, seq = FragmentData.peek(payload)
+        connection = self.connections.get(sid)
+        if connection is None:
+            return {"status": "rejected"}
+        session: _Session | None = None
+        # Everything up to the queueing below runs without an await, so fragments are
+        # checked and queued in the order they arrived.
+        try:
+            fragment_id, stream_id, seq, _ = FragmentData.header(payload)
+            session = self.sessions.get(stream_id)
+            if session is None or session.connection is not connection or session.state == "initializing":
+                raise ProtocolError(
+                    ProtocolErrorCode.STREAM_NOT_FOUND,
+                    f"fragment:data: no open stream {stream_id!r} on this connection"
+                    " (send stream:init and wait"
+                    " for stream:ready)",
+                )
+            if session.state == "paused":
+                raise ProtocolError(
+                    ProtocolErrorCode.STREAM_PAUSED, f"stream {stream_id!r} is paused; send stream:resume"
+                )
+            if session.state != "active":
+                raise ProtocolError(
+                    ProtocolErrorCode.STREAM_ENDING, f"stream {stream_id!r} is {session.state}"
+                )
+            if session.last_seq is not None and seq <= session.last_seq:
+                word = "duplicate" if seq == session.last_seq else "out-of-order"
+                raise ProtocolError(
+                    ProtocolErrorCode.SEQUENCE_ERROR,
+                    f"{word} sequence_number {seq} on stream {stream_id!r}; the last accepted was"
+                    f" {session.last_seq} and sequence numbers must increase",
+                )
+            parsed = FragmentData.parse(
+                payload,
+                expected=session.audio,
+                max_payload_bytes=self.settings.max_payload_bytes,
+                max_fragment_seconds=self.settings.max_fragment_seconds,
+            )
+            if session.outstanding >= session.pressure.critical:
+                session.counts["rejected"] += 1
+                changed = session.pressure.update(session.outstanding + 1, overflow=True)
+                if changed is not None:
+                    self._backpressure(session, changed)
+                raise ProtocolError(
+                    ProtocolErrorCode.BACKPRESSURE_REJECTED,
+                    f"stream {stream_id!r} has {session.outstanding} fragments waiting (critical threshold"
+                    f" {session.pressure.critical}); slow down",
+                )
+            changed = session.accept(parsed.fragment, received_at)
+        except ProtocolError as err:
+            self.metrics.observe_refusal(err.code.value)
+            ack = {
+                "fragment_id": fragment_id,
+                "stream_id": stream_id,
+                "sequence_number": seq,
+                "status": "rejected",
+                "error": err.to_dict(),
+            }
+            connection.send("fragment:ack", ack)
+            log.warning(
+                f"fragment refused: {err.message}",
+                extra={
+                    "event": "fragment:data",
+                    "stream_id": stream_id,
+                    "fragment_id": fragment_id,
+                    "sequence_number": seq,
+                    "code": err.code.value,
+                },
+            )
+            return ack
+        ack = {
+            "fragment_id": fragment_id,
+            "stream_id": stream_id,
+            "sequence_number": seq,
+            "status": "queued",
+            "in_flight": session.outstanding,
+        }
+        connection.send("fragment:ack", ack)
+        if changed is not None:
+            self._backpressure(session, changed)
+        return ack
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "healthy",
+                "version": __version__,
+                "models_loaded": self.ready,
+                "streams": len(self.sessions),
+                "connections": len(self.connections),
+            }
+        )
+
+    async def readiness(self, request: Request) -> Response:
+        if self.ready:
+            return JSONResponse({"status": "ready", "models_loaded": True, "device": self.dubber.device})
+        if self.load_error is not None:
+            return JSONResponse(
+                {"status": "failed", "models_loaded": False, "error": self.load_error}, status_code=503
+            )
+        return JSONResponse({"status": "loading", "models_loaded": False}, status_code=503)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        body = await anyio.to_thread.run_sync(self.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+class ServiceApp:
+    """The ASGI application: Socket.IO at ``/socket.io/``, plus ``/health``, ``/ready``, ``/metrics``.
+
+    Attributes:
+        service: The :class:`DubbingService` behind it (state, metrics registry).
+    """
+
+    def __init__(self, service: DubbingService) -> None:
+        self.service = service
+        settings = service.settings
+        middleware = []
+        if settings.cors_origins:
+            middleware.append(
+                Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET"])
+            )
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            async with anyio.create_task_group() as tg:
+                await tg.start(service.run)
+                yield
+                tg.cancel_scope.cancel()
+
+        self.http = Starlette(
+            routes=[
+                Route("/health", service.health, methods=["GET"]),
+                Route("/ready", service.readiness, methods=["GET"]),
+                Route("/metrics", service.metrics_endpoint, methods=["GET"]),
+            ],
+            middleware=middleware,
+            lifespan=lifespan,
+        )
+        self._asgi = socketio.ASGIApp(service.sio, other_asgi_app=self.http)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._asgi(scope, receive, send)
+
+
+def build_dubber(settings: ServerSettings) -> Dubber:
+    """The Dubber the settings describe (stages by registered name)."""
+    return Dubber(
+        asr=settings.asr,
+        translator=settings.translator,
+        synthesizer=settings.synthesizer,
+        source_language=settings.source_language,
+        target_language=settings.target_language,
+        voice=settings.voice,
+        device=settings.device,
+        asr_options=settings.asr_options,
+        translator_options=settings.translator_options if settings.translator is not None else None,
+        synthesizer_options=settings.synthesizer_options,
+        max_inflight=settings.max_inflight,
+        fragment_timeout=settings.fragment_timeout,
+        fallback=settings.fallback,
+        output_sample_rate=settings.output_sample_rate,
+        max_fragment_seconds=settings.max_fragment_seconds,
+        duration=DurationPolicy(
+            success_max=settings.duration_success_max,
+            partial_max=settings.duration_partial_max,
+            strict=settings.duration_strict,
+        ),
+    )
+
+
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    dubber: Dubber | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
+) -> ServiceApp:
+    """Build the service's ASGI application.
+
+    Args:
+        settings: Defaults to :meth:`ServerSettings.from_env`.
+        dubber: A Dubber to serve (not yet opened; the application opens it at startup and
+            closes it at shutdown). Default: built from ``settings``.
+        on_fatal: Called with the exception when the models fail to load.
+    """
+    settings = settings or ServerSettings.from_env()
+    return ServiceApp(DubbingService(settings, dubber or build_dubber(settings), on_fatal=on_fatal))

@@ -1,0 +1,190 @@
+"""The `stsdub dub` command, with the fake stages (registered names) unless a test says otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import stsdub.testing
+from stsdub._cli import main
+from tests.media.media import make_clip, recording, streams, write_recording
+from tests.speech import SENTENCES
+
+FAKES = ["--asr", "fake", "--translator", "fake", "--synthesizer", "fake", "-q"]
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    samples, rate, _ = recording(SENTENCES[:3], pauses=1.0)
+    return write_recording(tmp_path_factory.mktemp("in") / "talk.wav", samples, rate)
+
+
+@pytest.fixture
+def no_deepl_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEEPL_AUTH_KEY", raising=False)
+
+
+def test_dub_writes_audio_subtitles_and_a_summary(talk: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out" / "talk.de.wav"
+    assert main(["dub", str(talk), "-o", str(out), "--from", "en", "--to", "de", *FAKES]) == 0
+    printed = capsys.readouterr().out
+    assert "3 fragments — 3 success, 0 partial, 0 failed" in printed
+    assert "real-time factor" in printed and str(out) in printed
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "talk.de.de.srt",
+        "talk.de.de.vtt",
+        "talk.de.en.srt",
+        "talk.de.en.vtt",
+        "talk.de.wav",
+    ]
+
+
+def test_failed_fragments_exit_non_zero_unless_allowed(talk: Path, tmp_path: Path, capsys) -> None:
+    slow = [*FAKES, "-O", "synthesizer.latency=2", "--fragment-timeout", "0.2"]
+    argv = ["dub", str(talk), "-o", str(tmp_path / "o.wav"), "--from", "en", "--to", "de", *slow]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "3 failed" in captured.out and "TIMEOUT" in captured.err and "--allow-failures" in captured.err
+    assert (tmp_path / "o.wav").exists()  # the file is still whole, with silence where it failed
+    assert main([*argv, "--allow-failures"]) == 0
+
+
+def test_a_missing_translator_is_explained_before_any_model_loads(
+    talk: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, no_deepl_key: None
+) -> None:
+    built = []
+
+    class RecordingASR(stsdub.testing.FakeASR):
+        def __init__(self, **kwargs):
+            built.append(self)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(stsdub.testing, "FakeASR", RecordingASR)
+    out = tmp_path / "o.wav"
+    assert main(["dub", str(talk), "-o", str(out), "--from", "en", "--to", "de", "--asr", "fake"]) == 2
+    err = capsys.readouterr().err
+    assert "DEEPL_AUTH_KEY" in err and "--translator ctranslate2 -O translator.model=" in err
+    assert (
+        main(["dub", str(talk), "-o", str(out), "--to", "de", "--translator", "deepl", "--asr", "fake"]) == 2
+    )
+    assert "DEEPL_AUTH_KEY" in capsys.readouterr().err
+    assert main(["dub", str(talk), "-o", str(out), "--to", "de", "--translator", "ctranslate2"]) == 2
+    assert "translator.model=PATH" in capsys.readouterr().err
+    assert built == [] and not out.exists()
+
+
+def test_same_language_revoices_without_a_translator(talk: Path, tmp_path: Path, no_deepl_key: None) -> None:
+    argv = [
+        "dub",
+        str(talk),
+        "-o",
+        str(tmp_path / "o.flac"),
+        "--from",
+        "en",
+        "--to",
+        "en-US",
+        "--asr",
+        "fake",
+        "--synthesizer",
+        "fake",
+        "-q",
+        "--subtitles",
+        "vtt",
+    ]
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.en.vtt", "o.flac"]
+
+
+def missing(folder: Path) -> Path:
+    return folder / "missing.wav"
+
+
+def empty(folder: Path) -> Path:
+    (folder / "empty.mp4").write_bytes(b"")
+    return folder / "empty.mp4"
+
+
+def junk(folder: Path) -> Path:
+    (folder / "junk.wav").write_bytes(b"RIFF\x00\x00junk" * 99)
+    return folder / "junk.wav"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"), [(missing, "no such file"), (empty, "empty"), (junk, "corrupt")]
+)
+def test_bad_inputs_print_a_clear_error(make, message: str, tmp_path: Path, capsys) -> None:
+    src = make(tmp_path)
+    out = tmp_path / "out" / "o.wav"
+    assert main(["dub", str(src), "-o", str(out), "--from", "en", "--to", "de", *FAKES]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stsdub: error:") and message in err
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_video_without_sound_and_unwritable_outputs(talk: Path, tmp_path: Path, capsys) -> None:
+    make_clip(tmp_path / "mute.mp4", None, 16000, seconds=1.0)
+    assert (
+        main(
+            [
+                "dub",
+                str(tmp_path / "mute.mp4"),
+                "-o",
+                str(tmp_path / "o.mp4"),
+                "--from",
+                "en",
+                "--to",
+                "de",
+                *FAKES,
+            ]
+        )
+        == 2
+    )
+    assert "no audio stream" in capsys.readouterr().err
+    (tmp_path / "blocker").write_text("")
+    assert (
+        main(
+            [
+                "dub",
+                str(talk),
+                "-o",
+                str(tmp_path / "blocker" / "o.wav"),
+                "--from",
+                "en",
+                "--to",
+                "de",
+                *FAKES,
+            ]
+        )
+        == 2
+    )
+    assert "cannot write there" in capsys.readouterr().err
+    assert main(["dub", str(talk), "-o", str(tmp_path / "o.mp3"), "--from", "en", "--to", "de", *FAKES]) == 2
+    assert "unknown output format" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "mute.mp4"]
+
+
+def test_video_with_original_mixed_under(tmp_path: Path) -> None:
+    samples, rate, _ = recording(SENTENCES[:2], pauses=0.8)
+    make_clip(tmp_path / "clip.mp4", samples, rate)
+    out = tmp_path / "dubbed.mkv"
+    argv = [
+        "dub",
+        str(tmp_path / "clip.mp4"),
+        "-o",
+        str(out),
+        "--from",
+        "en",
+        "--to",
+        "de",
+        *FAKES,
+        "--original",
+        "mix",
+        "--segment",
+        "fixed",
+        "--subtitles",
+        "none",
+    ]
+    assert main(argv) == 0
+    assert streams(out) == [("video", "mpeg4"), ("audio", "aac")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "dubbed.mkv"]
