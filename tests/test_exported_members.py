@@ -6,7 +6,7 @@ def test_all_is_sorted_and_complete() -> None:
     assert stsdub.__all__ == sorted(stsdub.__all__)
     exported = {name for name in dir(stsdub) if not name.startswith("_")}
     # Submodules are importable but not part of __all__.
-    modules = {"errors", "hookspecs", "stages", "testing"}
+    modules = {"errors", "hookspecs", "server", "stages", "testing"}
     assert exported - modules - {"annotations"} == set(stsdub.__all__) - {"__version__"}
 
 

@@ -49,7 +49,7 @@ from ._backpressure import BackpressureCallback, BackpressureLevels, LevelTracke
 from ._runner import wrap_exception
 
 if TYPE_CHECKING:
-    from ._duration import DurationMatcher
+    from ._duration import Carry, DurationMatcher, Fitted
     from ._runner import StageRunner
 
 __all__ = ["Stages", "Stream", "StreamConfig", "Ticket"]
@@ -177,8 +177,8 @@ class Stream:
             config.stream_id, config.max_inflight, config.levels, config.on_backpressure
         )
         send, receive = anyio.create_memory_object_stream[_Job](config.max_inflight)
-        self._jobs_in: anyio.abc.ObjectSendStream[_Job] = send
-        self._jobs_out: anyio.abc.ObjectReceiveStream[_Job] = receive
+        self._jobs_in = send
+        self._jobs_out = receive
         self._scope: anyio.CancelScope | None = None
         self._stopped = anyio.Event()
         # Context handed to the stages: the previous fragment's outputs.
@@ -186,6 +186,8 @@ class Stream:
         self._prev_source_text: str | None = None
         self._prev_translation: str | None = None
         self._prev_spoken: str | None = None
+        # Dubbed speech of the last fragment that runs past its end (see _duration.py).
+        self._carry: Carry | None = None
         self.max_seen_in_pipeline = 0
 
     # -- public surface ---------------------------------------------------------------------
@@ -444,8 +446,25 @@ class Stream:
         assert job.translation is not None
         fragment = job.fragment
         text = job.translation.text
+        duration = self._stages.duration
+        rate = self._output_rate(fragment)
+        target = self._target_samples(fragment, rate)
+        # Speech the previous fragment ran over with belongs at the start of the fragment that
+        # follows it, and nowhere else: when that one did not reach synthesis, it is dropped.
+        carry, self._carry = self._carry, None
+        if carry is not None and carry.sequence_number + 1 != fragment.sequence_number:
+            job.warnings.append(
+                f"dropped {1000 * carry.duration:.0f} ms of speech carried from fragment"
+                f" {carry.sequence_number}: fragment {carry.sequence_number + 1} was not dubbed"
+            )
+            carry = None
         if not text.strip():
-            job.result = self._silent(job)
+            if carry is None:
+                job.result = self._silent(job)
+                return
+            spilled, self._carry = duration.spill(carry, target, rate, fragment.sequence_number)
+            audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), spilled, "dubbed")
+            job.result = self._result(job, Status.SUCCESS, audio)
             return
         request = SynthesisRequest(
             text=text,
@@ -457,22 +476,37 @@ class Stream:
             sequence_number=fragment.sequence_number,
             fragment_id=fragment.fragment_id,
         )
-        speech = await self._call(job, "synthesis", self._stages.synthesizer, request, AudioBuffer)
+        runner = self._stages.synthesizer
+        speech = await self._call(job, "synthesis", runner, request, AudioBuffer)
         if speech is None:
             return
         self._prev_spoken = text
-        rate = self._output_rate(fragment)
-        target = self._target_samples(fragment, rate)
+        # A synthesizer that can change its speaking rate is asked once more first: a voice
+        # speaking faster sounds better than a recording stretched.
+        speed = 1.0
+        if getattr(runner.stage, "supports_speed", False) is True:
+            wanted = duration.speed_for(speech, fragment.duration, carry)
+            if wanted is not None:
+                faster = attrs.evolve(request, speed=wanted)
+                again = await self._call(job, "synthesis", runner, faster, AudioBuffer)
+                if again is not None:
+                    speech, speed = again, wanted
+                elif job.error is not None and job.error.code is not ErrorCode.TIMEOUT:
+                    job.warnings.append(f"synthesis at speed {wanted:.2f} failed ({job.error}); stretched")
+                    job.error = None
+                else:
+                    return
+
+        def fit() -> Fitted:
+            return duration.fit(
+                speech, target, rate, carry=carry, speed=speed, sequence_number=fragment.sequence_number
+            )
+
         started = anyio.current_time()
         with anyio.CancelScope(deadline=job.deadline) as scope:
             try:
                 fitted = await anyio.to_thread.run_sync(
-                    self._stages.duration.fit,
-                    speech,
-                    target,
-                    rate,
-                    limiter=self._stages.duration_limiter,
-                    abandon_on_cancel=True,
+                    fit, limiter=self._stages.duration_limiter, abandon_on_cancel=True
                 )
             except Exception as exc:
                 job.error = wrap_exception(exc, "duration")
@@ -485,6 +519,7 @@ class Stream:
         if fitted.error is not None:
             job.error = fitted.error
             return
+        self._carry = fitted.carry
         audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), fitted.audio, "dubbed")
         job.result = self._result(job, fitted.status, audio, duration_variance=fitted.variance)
 
