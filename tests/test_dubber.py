@@ -549,3 +549,19 @@ def test_results_render_in_notebooks() -> None:
     assert "speech 0" in html and "[de] speech 0" in html
     assert "<audio controls" in html and "base64," in html
     assert "SUCCESS" in repr(result)
+
+
+async def test_speech_running_over_is_played_in_the_next_silent_fragment() -> None:
+    # 1.6x too long: beyond max_stretch (1.3x), so the end runs into the next fragment.
+    synthesizer = FakeSynthesizer(duration_ratio=1.6)
+    frags = fragments(3, seconds=0.5, silent=frozenset({1}))
+    async with make_dubber(synthesizer=synthesizer) as dubber:
+        results = await collect(dubber, frags)
+    over, silent = results[0], results[1]
+    assert any("carried into the next fragment" in w for w in over.warnings)
+    assert silent.status is stsdub.Status.SUCCESS and silent.audio.kind == "dubbed"
+    assert any("ran over its end" in w for w in silent.warnings)
+    spoken = np.flatnonzero(np.abs(silent.audio.samples) > 1e-3)
+    assert spoken.size and spoken[0] == 0  # the carried speech starts the fragment
+    assert spoken[-1] < silent.audio.samples.size // 2  # then silence: bounded by max_carry
+    assert all(r.audio.samples.size == f.audio.size for r, f in zip(results, frags, strict=True))

@@ -404,7 +404,7 @@ async def test_pipeline_strict_mismatch_fails_with_fallback() -> None:
 
 
 @pytest.mark.anyio
-async def test_pipeline_drops_the_carry_when_the_next_fragment_has_no_speech() -> None:
+async def test_pipeline_plays_the_carry_in_the_next_fragment_without_speech() -> None:
     fragments = [
         stsdub.Fragment(0, tone(1.0), 16_000),
         stsdub.Fragment(1, np.zeros(16_000, np.float32), 16_000),
@@ -414,13 +414,15 @@ async def test_pipeline_drops_the_carry_when_the_next_fragment_has_no_speech() -
         FakeASR(), None, FakeSynthesizer(duration_ratio=1.6), source_language="en", target_language="en"
     ) as dubber:
         results = [r async for r in dubber.dub(fragments)]
-    assert results[0].warnings and results[1].audio.kind == "silence"
-    assert any("dropped" in w and "fragment 0" in w for w in results[2].warnings)
-    assert not any("late" in w for w in results[2].warnings)
+    assert results[0].warnings and results[1].audio.kind == "dubbed"
+    assert any("late" in w and "fragment 0" in w for w in results[1].warnings)
+    assert np.any(results[1].audio.samples) and not np.any(results[1].audio.samples[8_000:])
+    assert not any("dropped" in w for w in results[2].warnings)
     assert results[2].status is Status.PARTIAL  # its own 1.6 s, carried over again
     assert all(r.audio.samples.size == 16_000 for r in results)
 
 
+@pytest.mark.anyio
 class EmptyForOne:
     """A translator whose translation of fragment 1 comes out empty."""
 

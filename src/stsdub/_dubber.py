@@ -241,7 +241,8 @@ class Dubber:
                 translator=runners["translator"],  # type: ignore[arg-type]
                 synthesizer=runners["synthesizer"],  # type: ignore[arg-type]
                 duration=self._duration,
-                duration_limiter=anyio.CapacityLimiter(1),
+                # rubberband runs as a process per stretch: one per core keeps the CPU busy.
+                duration_limiter=anyio.CapacityLimiter(os.cpu_count() or 2),
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)  # runs first on exit: stop every stream

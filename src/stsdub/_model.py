@@ -379,7 +379,8 @@ class DubResult:
     #: Milliseconds per step: ``asr``, ``translation``, ``synthesis``, ``duration``, ``total``.
     timings: Mapping[str, float] = attrs.field(factory=dict)
     warnings: tuple[str, ...] = ()
-    #: Relative difference between the speech's natural length and the target, when measured.
+    #: Relative difference between the dubbed speech's length and the fragment's, left after
+    #: the clamped speed change and time-stretch (what the status is based on).
     duration_variance: float | None = None
     timestamp_ms: int | None = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False)

@@ -235,6 +235,10 @@ def _cut_quietly(samples: FloatArray, limit: int, sample_rate: int) -> FloatArra
     return out
 
 
+#: Up to this many samples, fitting speech that needs no stretch costs less than a thread hop.
+_INLINE_SAMPLES = 16_384
+
+
 class DurationMatcher:
     """Makes dubbed speech exactly as long as its fragment and says how well it fit.
 
@@ -269,6 +273,22 @@ class DurationMatcher:
             return None
         speed = min(max(wanted, self.policy.min_speed), self.policy.max_speed)
         return None if speed == 1.0 else speed
+
+    def runs_inline(
+        self, speech: AudioBuffer, target_samples: int, sample_rate: int, carry: Carry | None = None
+    ) -> bool:
+        """Whether :meth:`fit` is cheap enough to run on the event loop.
+
+        True for short speech that needs no time-stretch: then fitting is a few array
+        operations, cheaper than the hop to a worker thread that a real fit is worth.
+        """
+        if speech.samples.size > _INLINE_SAMPLES:
+            return False
+        if not self.policy.time_stretch:
+            return True
+        natural = trim_silence(speech.samples).size * sample_rate / speech.sample_rate
+        room = target_samples - (carry.at_rate(sample_rate).size if carry is not None else 0)
+        return room > 0 and natural > 0 and abs(natural / room - 1.0) <= self.policy.stretch_tolerance
 
     def spill(
         self, carry: Carry, target_samples: int, sample_rate: int, sequence_number: int

@@ -437,10 +437,34 @@ class Stream:
             async for job in jobs:
                 if job.pending:
                     await _guarded(job, self._synthesize(job))
+                elif self._carry is not None:
+                    self._spill_into_silence(job)
                 job.timings["total"] = 1000 * (anyio.current_time() - job.accepted_at)
                 self._finish(job)
         # Input ended and every job is answered: stop the event delivery task too.
         scope.cancel()
+
+    def _spill_into_silence(self, job: _Job) -> None:
+        """Play speech the previous fragment ran over with in this one's silence (no speech)."""
+        result = job.result
+        carry = self._carry
+        if (
+            carry is None
+            or result is None
+            or result.audio.kind != "silence"
+            or carry.sequence_number + 1 != job.fragment.sequence_number
+        ):
+            return  # a failed fragment: _synthesize of the next one reports the dropped speech
+        rate = self._output_rate(job.fragment)
+        spilled, self._carry = self._stages.duration.spill(
+            carry, self._target_samples(job.fragment, rate), rate, job.fragment.sequence_number
+        )
+        warning = (
+            f"speech starts {1000 * carry.duration:.0f} ms late: fragment {carry.sequence_number}"
+            " ran over its end"
+        )
+        audio = attrs.evolve(result.audio, audio=spilled, kind="dubbed")
+        job.result = attrs.evolve(result, audio=audio, warnings=(*result.warnings, warning))
 
     async def _synthesize(self, job: _Job) -> None:
         assert job.translation is not None
@@ -505,9 +529,12 @@ class Stream:
         started = anyio.current_time()
         with anyio.CancelScope(deadline=job.deadline) as scope:
             try:
-                fitted = await anyio.to_thread.run_sync(
-                    fit, limiter=self._stages.duration_limiter, abandon_on_cancel=True
-                )
+                if duration.runs_inline(speech, target, rate, carry):
+                    fitted = fit()
+                else:
+                    fitted = await anyio.to_thread.run_sync(
+                        fit, limiter=self._stages.duration_limiter, abandon_on_cancel=True
+                    )
             except Exception as exc:
                 job.error = wrap_exception(exc, "duration")
                 return
