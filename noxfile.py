@@ -50,7 +50,13 @@ def notebook(session: nox.Session) -> None:
 @nox.session
 def benchmarks(session: nox.Session) -> None:
     install(session)
-    for script in ("bench_pipeline.py", "bench_asr.py", "bench_translator.py", "bench_synthesis.py", "bench_server.py"):
+    for script in (
+        "bench_pipeline.py",
+        "bench_asr.py",
+        "bench_translator.py",
+        "bench_synthesis.py",
+        "bench_server.py",
+    ):
         session.run("python", f"benchmarks/{script}", *session.posargs)
 
 

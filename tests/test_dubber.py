@@ -233,9 +233,10 @@ async def test_backpressure_levels_and_async_callback() -> None:
 async def test_reject_policy_answers_overflow_at_once_in_order() -> None:
     events: list[stsdub.BackpressureEvent] = []
     asr = FakeASR(latency=0.3, mode="async")
-    async with make_dubber(
-        asr=asr, max_inflight=2, overflow="reject", on_backpressure=events.append
-    ) as dubber, dubber.open_stream("s") as stream:
+    async with (
+        make_dubber(asr=asr, max_inflight=2, overflow="reject", on_backpressure=events.append) as dubber,
+        dubber.open_stream("s") as stream,
+    ):
         with anyio.fail_after(0.2):  # no send waits
             for fragment in fragments(5):
                 await stream.send(fragment)

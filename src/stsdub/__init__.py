@@ -17,10 +17,10 @@ from ._audio import float_to_pcm16 as float_to_pcm16
 from ._audio import pcm16_to_float as pcm16_to_float
 from ._dubber import Dubber as Dubber
 from ._dubber import DubIterator as DubIterator
-from ._model import Action as Action
 from ._files import DubbedFile as DubbedFile
 from ._files import FileProgress as FileProgress
 from ._media import Segmentation as Segmentation
+from ._model import Action as Action
 from ._model import ASRRequest as ASRRequest
 from ._model import AudioAsset as AudioAsset
 from ._model import AudioBuffer as AudioBuffer

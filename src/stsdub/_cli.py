@@ -13,8 +13,8 @@ from typing import Any
 from . import __version__
 from ._model import Status
 from ._plugins import StageRegistry, get_plugin_manager
-from .server._cli import add_serve_command, run_serve
 from .errors import ConfigurationError, StsdubError
+from .server._cli import add_serve_command, run_serve
 
 
 def _parse_option(text: str) -> tuple[str, str, Any]:

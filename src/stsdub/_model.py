@@ -9,7 +9,7 @@ import base64
 import enum
 import html
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -234,13 +234,17 @@ class Segment:
     words: tuple[Word, ...] = ()
 
 
+def _segments(value: Iterable[Segment]) -> tuple[Segment, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class Transcript:
     """What an ASR stage heard."""
 
     text: str
     language: str | None = None
-    segments: tuple[Segment, ...] = attrs.field(default=(), converter=tuple)
+    segments: tuple[Segment, ...] = attrs.field(default=(), converter=_segments)
     language_probability: float | None = None
 
 

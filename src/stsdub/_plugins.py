@@ -29,6 +29,10 @@ ENTRY_POINT_GROUP = "stsdub"
 AUTOLOAD_ENV = "STSDUB_DISABLE_PLUGIN_AUTOLOAD"
 
 
+def _names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 def _check_kind(_inst: StageSpec, _attr: object, value: str) -> None:
     if value not in STAGE_KINDS:
         raise ConfigurationError(f"StageSpec kind must be one of {STAGE_KINDS}, got {value!r}")
@@ -55,7 +59,7 @@ class StageSpec:
     name: str
     factory: Callable[..., Any] | str
     description: str = ""
-    requires: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    requires: tuple[str, ...] = attrs.field(default=(), converter=_names)
     install_hint: str | None = None
     package: str | None = None
 

@@ -550,7 +550,9 @@ class Stream:
         audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), fitted.audio, "dubbed")
         job.result = self._result(job, fitted.status, audio, duration_variance=fitted.variance)
 
-    async def _call(self, job: _Job, stage: str, runner: StageRunner[Any, Any], request: Any, kind: type) -> Any:
+    async def _call(
+        self, job: _Job, stage: str, runner: StageRunner[Any, Any], request: Any, kind: type
+    ) -> Any:
         """One stage call inside the fragment's budget, with retries; None when it failed."""
         started = anyio.current_time()
         attempt = 0
