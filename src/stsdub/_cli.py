@@ -12,24 +12,10 @@ from typing import Any
 
 from . import __version__
 from ._model import Status
+from ._options import parse_stage_option
 from ._plugins import StageRegistry, get_plugin_manager
 from .errors import ConfigurationError, StsdubError
 from .server._cli import add_serve_command, run_serve
-
-
-def _parse_option(text: str) -> tuple[str, str, Any]:
-    """``asr.model=small`` → ("asr", "model", "small"); values are JSON when they parse."""
-    key, sep, raw = text.partition("=")
-    kind, dot, name = key.partition(".")
-    if not sep or not dot or kind not in ("asr", "translator", "synthesizer") or not name:
-        raise argparse.ArgumentTypeError(
-            f"expected KIND.NAME=VALUE with KIND asr|translator|synthesizer, got {text!r}"
-        )
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return kind, name, value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -120,7 +106,7 @@ def _add_dub_parser(sub: Any) -> None:
         "--option",
         "-O",
         action="append",
-        type=_parse_option,
+        type=parse_stage_option,
         default=[],
         metavar="KIND.NAME=VALUE",
         help="stage option, e.g. -O asr.model=small (repeatable; values are JSON when they parse)",

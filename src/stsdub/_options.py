@@ -1,0 +1,26 @@
+"""Stage options given on a command line as ``KIND.NAME=VALUE``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .stages import STAGE_KINDS
+
+__all__ = ["parse_stage_option"]
+
+
+def parse_stage_option(text: str) -> tuple[str, str, Any]:
+    """``asr.model=small`` → ``("asr", "model", "small")``; values are JSON when they parse."""
+    key, sep, raw = text.partition("=")
+    kind, dot, name = key.partition(".")
+    if not sep or not dot or kind not in STAGE_KINDS or not name:
+        raise argparse.ArgumentTypeError(
+            f"expected KIND.NAME=VALUE with KIND asr|translator|synthesizer, got {text!r}"
+        )
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return kind, name, value
