@@ -64,8 +64,10 @@ def bench_piper(repeat: int) -> PiperSynthesizer:
             compute += time.perf_counter() - started
             speech += audio.duration
     per_sentence = speech / repeat / len(requests)
-    print(f"| piper, one call at a time | RTF {compute / speech:.3f} | {per_sentence:.2f} s"
-          f" of speech per sentence, {1000 * compute / repeat / len(requests):.0f} ms |")
+    print(
+        f"| piper, one call at a time | RTF {compute / speech:.3f} | {per_sentence:.2f} s"
+        f" of speech per sentence, {1000 * compute / repeat / len(requests):.0f} ms |"
+    )
 
     with ThreadPoolExecutor(piper.concurrency) as pool:
         started = time.perf_counter()
@@ -88,8 +90,10 @@ def bench_duration(piper: PiperSynthesizer, repeat: int) -> None:
     buffer = AudioBuffer(speech, rate)
     matcher = DurationMatcher()
     path, version = find_rubberband()
-    print(f"rubberband {'.'.join(map(str, version))}; speech {speech.size / rate:.2f} s at {rate} Hz"
-          f" for a {seconds:.2f} s fragment")
+    print(
+        f"rubberband {'.'.join(map(str, version))}; speech {speech.size / rate:.2f} s at {rate} Hz"
+        f" for a {seconds:.2f} s fragment"
+    )
     fitted = matcher.fit(buffer, round(seconds * 48_000), 48_000)
     assert fitted.tempo > 1.05 and fitted.status.value == "success", fitted
     fit_48k = timed(lambda: matcher.fit(buffer, round(seconds * 48_000), 48_000), repeat)
