@@ -93,7 +93,10 @@ def transcribe(samples: np.ndarray, sample_rate: int) -> str:
 
     audio = samples if sample_rate == 16_000 else soxr.resample(samples, sample_rate, 16_000)
     segments, _info = whisper_model().transcribe(
-        np.asarray(audio, dtype=np.float32), language="en", beam_size=1, vad_filter=False,
+        np.asarray(audio, dtype=np.float32),
+        language="en",
+        beam_size=1,
+        vad_filter=False,
         condition_on_previous_text=False,
     )
     return " ".join(s.text.strip() for s in segments)

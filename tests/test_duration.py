@@ -434,7 +434,10 @@ class EmptyForOne:
 async def test_pipeline_plays_the_carry_in_a_fragment_with_nothing_to_say() -> None:
     fragments = [stsdub.Fragment(i, tone(1.0), 16_000) for i in range(3)]
     async with stsdub.Dubber(
-        FakeASR(), EmptyForOne(), FakeSynthesizer(duration_ratio=1.6), source_language="en",
+        FakeASR(),
+        EmptyForOne(),
+        FakeSynthesizer(duration_ratio=1.6),
+        source_language="en",
         target_language="de",
     ) as dubber:
         results = [r async for r in dubber.dub(fragments)]

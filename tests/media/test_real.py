@@ -26,7 +26,12 @@ def transcribe(path: Path) -> str:
     # Whisper left to itself loops on long pauses ("thank you for watching"); VAD and no
     # conditioning on earlier windows keep the measurement about the dub, not about Whisper.
     segments, _ = model.transcribe(
-        str(path), language="en", beam_size=1, vad_filter=True, condition_on_previous_text=False, temperature=0.0
+        str(path),
+        language="en",
+        beam_size=1,
+        vad_filter=True,
+        condition_on_previous_text=False,
+        temperature=0.0,
     )
     return " ".join(s.text for s in segments)
 

@@ -69,10 +69,12 @@ def test_speech_is_intelligible(piper: PiperSynthesizer) -> None:
 def test_speed_changes_the_length(piper: PiperSynthesizer) -> None:
     text = "We will meet at the station tomorrow morning."
     lengths = {
-        speed: np.mean([
-            piper.synthesize(SynthesisRequest(text=text, language="en", speed=speed)).duration
-            for _ in range(2)
-        ])
+        speed: np.mean(
+            [
+                piper.synthesize(SynthesisRequest(text=text, language="en", speed=speed)).duration
+                for _ in range(2)
+            ]
+        )
         for speed in (0.8, 1.0, 1.5)
     }
     assert lengths[0.8] > 1.1 * lengths[1.0]
@@ -190,7 +192,9 @@ def test_cuda_without_a_cuda_runtime_is_a_clear_load_error() -> None:
 async def test_end_to_end_through_the_dubber() -> None:
     """FakeASR hears fixed words; Piper says them; the dub has each fragment's exact length."""
     texts = [
-        "The weather is nice today.", "Thank you very much for your help.", "Turn left at the next corner.",
+        "The weather is nice today.",
+        "Thank you very much for your help.",
+        "Turn left at the next corner.",
     ]
     rate = 16_000
     seconds = [1.8, 1.3, 2.0]  # the second is too short: Piper is asked to speak faster
@@ -199,8 +203,14 @@ async def test_end_to_end_through_the_dubber() -> None:
     fragments = [stsdub.Fragment(i, loud[: round(s * rate)], rate) for i, s in enumerate(seconds)]
     asr = FakeASR(text=lambda r: texts[r.sequence_number])
     async with stsdub.Dubber(
-        asr=asr, translator=None, synthesizer="piper", source_language="en", target_language="en",
-        device="cpu", output_sample_rate=24_000, fragment_timeout=30.0,
+        asr=asr,
+        translator=None,
+        synthesizer="piper",
+        source_language="en",
+        target_language="en",
+        device="cpu",
+        output_sample_rate=24_000,
+        fragment_timeout=30.0,
     ) as dubber:
         assert isinstance(dubber.stages["synthesizer"], PiperSynthesizer)
         results = [r async for r in dubber.dub(fragments)]
