@@ -408,3 +408,41 @@ async def test_bad_model_fails_at_async_with(tmp_path: Path, broken: str) -> Non
             pytest.fail("the Dubber opened with a broken ASR model")
     assert isinstance(info.value, StageLoadError)
     assert str(model_dir) in str(info.value)
+
+
+def test_invented_tails_squeezed_into_no_time_are_dropped() -> None:
+    from stsdub._builtin.faster_whisper import _drop_invented_tails, _Raw
+
+    def words(*spec: tuple[str, float, float]) -> list[tuple[float, float, str, float | None]]:
+        return [(start, end, f" {w}", 0.9) for w, start, end in spec]
+
+    real = _Raw(
+        0.0,
+        1.4,
+        "Turn left at the corner.",
+        words(
+            ("Turn", 0.0, 0.3), ("left", 0.3, 0.6), ("at", 0.6, 0.8), ("the", 0.8, 1.0), ("corner.", 1.0, 1.4)
+        ),
+    )
+    tail = _Raw(
+        1.4,
+        1.5,
+        "We'll see you next time.",
+        words(
+            ("We'll", 1.34, 1.5),
+            ("see", 1.5, 1.5),
+            ("you", 1.5, 1.5),
+            ("next", 1.5, 1.5),
+            ("time.", 1.5, 1.5),
+        ),
+    )
+    assert _drop_invented_tails([real, tail]) == [real]
+    # The same invention inside the last real segment is cut from it.
+    merged = _Raw(
+        0.0, 1.5, "", real.words + words(("Thanks", 1.5, 1.5), ("for", 1.5, 1.5), ("watching.", 1.5, 1.5))
+    )
+    (kept,) = _drop_invented_tails([merged])
+    assert [w[2].strip() for w in kept.words] == ["Turn", "left", "at", "the", "corner."]
+    # Short real words stay: one squeezed word is no run.
+    short = _Raw(0.0, 1.0, "", words(("I", 0.0, 0.01), ("am", 0.01, 0.3), ("here.", 0.3, 1.0)))
+    assert _drop_invented_tails([short]) == [short]

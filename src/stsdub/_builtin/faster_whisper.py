@@ -51,6 +51,11 @@ DEFAULT_ROUTE = "*"
 # Whisper reads a prompt of at most 223 tokens; the tail of the previous fragment is what
 # helps (names, casing, an unfinished sentence), so a few dozen words are plenty.
 _PROMPT_WORDS = 48
+# A word the aligner could not place in the audio gets (nearly) no time. Whisper's invented
+# tails ("thanks for watching", "see you next time") after the speech ends look like that:
+# a run of such words, squeezed into the last instant of the speech.
+_SQUEEZED_SECONDS = 0.02
+_SQUEEZED_RUN = 3
 # A run of the same n-gram this many times in a row is a decoding loop, not speech. Single
 # words get one more ("no, no, no" is said; "no no no no" rarely is).
 _MAX_NGRAM = 12
@@ -128,6 +133,35 @@ def cut_repetitions(words: Sequence[str]) -> list[int]:
             keep.append(i)
             i += 1
     return keep
+
+
+def _squeezed(word: tuple[float, float, str, float | None]) -> bool:
+    return word[1] - word[0] < _SQUEEZED_SECONDS
+
+
+def _drop_invented_tails(raw: list[_Raw]) -> list[_Raw]:
+    """Cut text the aligner squeezed into no time: Whisper inventing past the speech's end.
+
+    A segment after the first whose words are mostly squeezed is dropped; a run of
+    ``_SQUEEZED_RUN`` or more squeezed words that ends a segment is cut from it.
+    """
+    kept: list[_Raw] = []
+    for index, seg in enumerate(raw):
+        words = seg.words
+        if not words:
+            kept.append(seg)
+            continue
+        squeezed = sum(_squeezed(w) for w in words)
+        if index > 0 and squeezed * 2 >= len(words):
+            continue
+        end = len(words)
+        while end > 0 and _squeezed(words[end - 1]):
+            end -= 1
+        if len(words) - end >= _SQUEEZED_RUN and end > 0:
+            words = words[:end]
+            seg = _Raw(seg.start, words[-1][1], "".join(w[2] for w in words), words)
+        kept.append(seg)
+    return kept
 
 
 def is_repetitive(text: str, *, compression_ratio_threshold: float = 2.4) -> bool:
@@ -220,6 +254,10 @@ class FasterWhisperASR:
             of 32), about twice what fast speech needs. A decode stuck in a repetition loop
             stops there instead of running to Whisper's 448 tokens at every fallback
             temperature. ``None``: no bound.
+        hallucination_silence_threshold: With word timestamps, skip text Whisper places in
+            silent stretches longer than this many seconds when it looks invented (the
+            "thanks for watching" tails Whisper adds after speech). ``None``: off. Words the
+            aligner squeezes into no time at the end of the speech are dropped as well.
         max_batch_size: The most fragments the pipeline hands to :meth:`transcribe_batch`
             at once: 8 on CUDA, 1 on CPU (where batched decoding is slower than one by one).
 
@@ -250,6 +288,7 @@ class FasterWhisperASR:
         local_files_only: bool = False,
         max_batch_size: int | None = None,
         max_tokens_per_second: float | None = 15.0,
+        hallucination_silence_threshold: float | None = 0.5,
     ) -> None:
         fw = _import_faster_whisper()
         self.device = resolve_device(device)
@@ -260,6 +299,7 @@ class FasterWhisperASR:
             raise StageLoadError(f"faster-whisper: num_workers must be at least 1, got {num_workers}")
         self.cpu_threads = cpu_threads
         self.num_workers = num_workers
+        self.hallucination_silence_threshold = hallucination_silence_threshold
         #: The pipeline may call this many transcriptions at once (CTranslate2 workers).
         self.concurrency = num_workers
         if max_batch_size is None:
@@ -489,6 +529,10 @@ class FasterWhisperASR:
             max_new_tokens=job.max_new_tokens,
             word_timestamps=self.word_timestamps,
             vad_filter=False,  # done already, on the whole fragment
+            # Skips text Whisper places in silence it cannot account for (word timestamps).
+            hallucination_silence_threshold=(
+                self.hallucination_silence_threshold if self.word_timestamps else None
+            ),
         )
         raw = self._collect(job, list(segments))
         detected: str = info.language
@@ -693,7 +737,7 @@ class FasterWhisperASR:
 
         segments: list[Segment] = []
         last = 0.0
-        for seg in raw:
+        for seg in _drop_invented_tails(raw):
             if seg.words:
                 keep = cut_repetitions([w[2] for w in seg.words])
                 words: list[Word] = []
