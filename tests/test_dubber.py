@@ -566,3 +566,33 @@ async def test_speech_running_over_is_played_in_the_next_silent_fragment() -> No
     assert spoken.size and spoken[0] == 0  # the carried speech starts the fragment
     assert spoken[-1] < silent.audio.samples.size // 2  # then silence: bounded by max_carry
     assert all(r.audio.samples.size == f.audio.size for r, f in zip(results, frags, strict=True))
+
+
+async def test_dubbed_speech_aims_at_where_the_source_spoke() -> None:
+    class PlacingASR:
+        """Hears speech from 1.0 s to 2.0 s of each 4-s fragment."""
+
+        def transcribe(self, request: stsdub.ASRRequest) -> stsdub.Transcript:
+            return stsdub.Transcript("hello there", "en", (stsdub.Segment(1.0, 2.0, "hello there"),))
+
+    synthesizer = FakeSynthesizer()  # speaks exactly target_duration
+    async with make_dubber(asr=PlacingASR(), synthesizer=synthesizer) as dubber:
+        (result,) = await collect(dubber, fragments(1, seconds=4.0))
+    assert synthesizer.requests[0].target_duration == pytest.approx(1.0)
+    assert result.status is stsdub.Status.SUCCESS
+    assert result.duration_variance == pytest.approx(0.0, abs=0.02)
+    spoken = np.flatnonzero(np.abs(result.audio.samples) > 1e-3) / 16_000
+    assert spoken[0] == pytest.approx(1.0, abs=0.02) and spoken[-1] == pytest.approx(2.0, abs=0.02)
+    assert result.audio.samples.size == 64_000
+
+
+async def test_speech_shorter_than_the_source_is_not_padded_into_a_mismatch() -> None:
+    class PlacingASR:
+        def transcribe(self, request: stsdub.ASRRequest) -> stsdub.Transcript:
+            return stsdub.Transcript("hi", "en", (stsdub.Segment(0.5, 2.5, "hi"),))
+
+    # Without the source's speech span, 2 s of speech in a 4-s fragment would be 50 % off.
+    async with make_dubber(asr=PlacingASR(), synthesizer=FakeSynthesizer(duration_ratio=1.05)) as dubber:
+        (result,) = await collect(dubber, fragments(1, seconds=4.0))
+    assert result.status is stsdub.Status.SUCCESS
+    assert result.duration_variance < 0.1

@@ -275,7 +275,14 @@ class DurationMatcher:
         return None if speed == 1.0 else speed
 
     def runs_inline(
-        self, speech: AudioBuffer, target_samples: int, sample_rate: int, carry: Carry | None = None
+        self,
+        speech: AudioBuffer,
+        target_samples: int,
+        sample_rate: int,
+        carry: Carry | None = None,
+        *,
+        aim_samples: int | None = None,
+        offset: int = 0,
     ) -> bool:
         """Whether :meth:`fit` is cheap enough to run on the event loop.
 
@@ -287,8 +294,10 @@ class DurationMatcher:
         if not self.policy.time_stretch:
             return True
         natural = trim_silence(speech.samples).size * sample_rate / speech.sample_rate
-        room = target_samples - (carry.at_rate(sample_rate).size if carry is not None else 0)
-        return room > 0 and natural > 0 and abs(natural / room - 1.0) <= self.policy.stretch_tolerance
+        carried = carry.at_rate(sample_rate).size if carry is not None else 0
+        room = target_samples - max(carried, offset)
+        aim = room if aim_samples is None else min(aim_samples, room)
+        return aim > 0 and natural > 0 and abs(natural / aim - 1.0) <= self.policy.stretch_tolerance
 
     def spill(
         self, carry: Carry, target_samples: int, sample_rate: int, sequence_number: int
@@ -311,6 +320,8 @@ class DurationMatcher:
         carry: Carry | None = None,
         speed: float = 1.0,
         sequence_number: int = 0,
+        aim_samples: int | None = None,
+        offset: int = 0,
     ) -> Fitted:
         """Fit ``speech`` into ``target_samples`` samples at ``sample_rate``.
 
@@ -322,6 +333,10 @@ class DurationMatcher:
                 played first.
             speed: The speaking rate the synthesizer was asked for (reported only).
             sequence_number: The fragment's, recorded in the carry it leaves.
+            aim_samples: How long the speech should last, at ``sample_rate``: the source's
+                speech, when the ASR said where it was. ``None``: all the room there is.
+            offset: Where the source's speech started in the fragment; the dubbed speech
+                starts there too (or after the carried speech, if that runs longer).
         """
         policy = self.policy
         target = max(target_samples, 1)
@@ -340,18 +355,28 @@ class DurationMatcher:
 
         c = carried.size
         natural = trimmed.size * sample_rate / speech.sample_rate  # speech length at the output rate
-        natural_variance = abs(c + natural * speed - target) / target
-        room = target - c
-        wanted = natural / room if room > 0 else math.inf
+        # This fragment's speech starts after the carried speech and not before the source's did.
+        lead = max(offset - c, 0)
+        start = c + lead
+        room = target - start
+        aim = room if aim_samples is None else max(min(aim_samples, room), 1)
+        if aim_samples is None:
+            natural_variance = abs(c + natural * speed - target) / target
+        else:
+            natural_variance = abs(natural * speed - aim) / aim
+        wanted = natural / aim if aim > 0 else math.inf
         tempo = 1.0
         if policy.time_stretch:
             tempo = min(max(wanted, policy.min_stretch), policy.max_stretch)
             if abs(tempo - 1.0) <= policy.stretch_tolerance:
                 tempo = 1.0
-        variance = abs(c + natural / tempo - target) / target
+        if aim_samples is None:
+            variance = abs(c + natural / tempo - target) / target
+        else:
+            variance = abs(natural / tempo - aim) / aim
 
         # Keep the drift bounded: this fragment's speech may end at most max_carry late.
-        limit = target + round(policy.max_carry * sample_rate) - c
+        limit = target + round(policy.max_carry * sample_rate) - start
         cut = False
         if natural / tempo > limit:
             needed = natural / max(limit, 1)
@@ -368,8 +393,8 @@ class DurationMatcher:
         placed = _audio.resample(stretched, speech.sample_rate, sample_rate)
         # Rubberband and resampling round lengths: a stretch to fit the room exactly may end a
         # few samples late, which is no reason to carry anything.
-        if tempo == wanted and 0 < placed.size - room <= round(_ROUNDING_SECONDS * sample_rate):
-            placed = placed[:room]
+        if tempo == wanted and 0 < placed.size - aim <= round(_ROUNDING_SECONDS * sample_rate):
+            placed = placed[:aim]
         if placed.size > limit:
             placed = trim_silence(placed) if not cut else placed
         if placed.size > limit:
@@ -382,7 +407,7 @@ class DurationMatcher:
                 )
             else:  # rounding: a few samples at most
                 placed = placed[:limit]
-        content = np.concatenate([carried, placed]) if c else placed
+        content = np.concatenate([carried, np.zeros(lead, np.float32), placed]) if start else placed
         rest = content[target_samples:]
         out = AudioBuffer(_audio.fit_length(content, target_samples), sample_rate)
         carry_out = Carry(rest.copy(), sample_rate, sequence_number) if rest.size else None

@@ -490,11 +490,14 @@ class Stream:
             audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), spilled, "dubbed")
             job.result = self._result(job, Status.SUCCESS, audio)
             return
+        # Aim at the source's speech, where the ASR says it was; else at the whole fragment.
+        span = _speech_span(job.transcript)
+        aim_seconds = span[1] if span is not None else fragment.duration
         request = SynthesisRequest(
             text=text,
             language=self.config.target_language,
             voice=self.config.voice,
-            target_duration=fragment.duration,
+            target_duration=aim_seconds,
             previous_text=self._prev_spoken,
             stream_id=self.stream_id,
             sequence_number=fragment.sequence_number,
@@ -509,7 +512,7 @@ class Stream:
         # speaking faster sounds better than a recording stretched.
         speed = 1.0
         if getattr(runner.stage, "supports_speed", False) is True:
-            wanted = duration.speed_for(speech, fragment.duration, carry)
+            wanted = duration.speed_for(speech, aim_seconds, carry if span is None else None)
             if wanted is not None:
                 faster = attrs.evolve(request, speed=wanted)
                 again = await self._call(job, "synthesis", runner, faster, AudioBuffer)
@@ -521,15 +524,25 @@ class Stream:
                 else:
                     return
 
+        aim = round(span[1] * rate) if span is not None else None
+        offset = round(span[0] * rate) if span is not None else 0
+
         def fit() -> Fitted:
             return duration.fit(
-                speech, target, rate, carry=carry, speed=speed, sequence_number=fragment.sequence_number
+                speech,
+                target,
+                rate,
+                carry=carry,
+                speed=speed,
+                sequence_number=fragment.sequence_number,
+                aim_samples=aim,
+                offset=offset,
             )
 
         started = anyio.current_time()
         with anyio.CancelScope(deadline=job.deadline) as scope:
             try:
-                if duration.runs_inline(speech, target, rate, carry):
+                if duration.runs_inline(speech, target, rate, carry, aim_samples=aim, offset=offset):
                     fitted = fit()
                 else:
                     fitted = await anyio.to_thread.run_sync(
@@ -658,6 +671,21 @@ class Stream:
             "pipeline",
         )
         return self._failed(job)
+
+
+#: Shorter source speech than this is no reliable aim for the dubbed speech's length.
+_MIN_SPAN_SECONDS = 0.3
+
+
+def _speech_span(transcript: TranscriptAsset | None) -> tuple[float, float] | None:
+    """(start, length) in seconds of the speech the ASR found in the fragment, if it said."""
+    if transcript is None or not transcript.transcript.segments:
+        return None
+    segments = transcript.transcript.segments
+    start, end = segments[0].start, segments[-1].end
+    if end - start < _MIN_SPAN_SECONDS:
+        return None
+    return start, end - start
 
 
 async def _guarded(job: _Job, step: Awaitable[None]) -> None:
