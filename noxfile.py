@@ -56,6 +56,7 @@ def benchmarks(session: nox.Session) -> None:
         "bench_translator.py",
         "bench_synthesis.py",
         "bench_server.py",
+        "bench_e2e.py",
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)
 
