@@ -132,7 +132,8 @@ class Dubber:
             if self._choices[kind] is None:
                 raise ConfigurationError(f"a Dubber needs an {kind}")
         self._device_choice = device
-        resolve_device(device) if device != "auto" else None  # validate the spelling early
+        if device != "auto":
+            resolve_device(device)  # a misspelt device fails here, not at `async with`
         self._registry = registry
         self._defaults = self._stream_settings(
             source_language=source_language,
@@ -293,12 +294,10 @@ class Dubber:
         warmup = getattr(stage, "warmup", None)
         if callable(warmup):
             try:
-                outcome = (
+                if inspect.iscoroutinefunction(warmup):
+                    await warmup()
+                else:
                     await anyio.to_thread.run_sync(warmup)
-                    if not inspect.iscoroutinefunction(warmup)
-                    else await warmup()
-                )
-                del outcome
             except Exception as exc:
                 raise StageLoadError(f"{label} failed to warm up: {type(exc).__name__}: {exc}") from exc
         return stage
