@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__
 from ._model import Status
-from ._options import parse_stage_option
+from ._options import add_stage_option_argument
 from ._plugins import StageRegistry, get_plugin_manager
 from .errors import ConfigurationError, StsdubError
 from .server._cli import add_serve_command, run_serve
@@ -102,15 +102,7 @@ def _add_dub_parser(sub: Any) -> None:
     stages.add_argument("--synthesizer", default="piper", help="speech synthesizer (default: piper)")
     stages.add_argument("--voice", default=None, help="voice of the synthesizer")
     stages.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    stages.add_argument(
-        "--option",
-        "-O",
-        action="append",
-        type=parse_stage_option,
-        default=[],
-        metavar="KIND.NAME=VALUE",
-        help="stage option, e.g. -O asr.model=small (repeatable; values are JSON when they parse)",
-    )
+    add_stage_option_argument(stages)
     seg = dub.add_argument_group("segmentation")
     seg.add_argument(
         "--segment",

@@ -8,7 +8,7 @@ from typing import Any
 
 from .stages import STAGE_KINDS
 
-__all__ = ["parse_stage_option"]
+__all__ = ["add_stage_option_argument", "parse_stage_option"]
 
 
 def parse_stage_option(text: str) -> tuple[str, str, Any]:
@@ -24,3 +24,16 @@ def parse_stage_option(text: str) -> tuple[str, str, Any]:
     except json.JSONDecodeError:
         value = raw
     return kind, name, value
+
+
+def add_stage_option_argument(group: Any, example: str = "asr.model=small") -> None:
+    """``--option/-O KIND.NAME=VALUE`` (repeatable) on an argparse parser or group."""
+    group.add_argument(
+        "--option",
+        "-O",
+        action="append",
+        type=parse_stage_option,
+        default=[],
+        metavar="KIND.NAME=VALUE",
+        help=f"stage option, e.g. -O {example} (repeatable; values are JSON when they parse)",
+    )

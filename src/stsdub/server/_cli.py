@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .._options import parse_stage_option
+from .._options import add_stage_option_argument
 from ..errors import StsdubError
 from ._settings import ServerSettings, read_env_file
 
@@ -69,15 +69,7 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     pipe.add_argument("--voice", default=None, help="default voice")
     pipe.add_argument("--max-inflight", type=int, default=None, help="fragments per stream in the pipeline")
     pipe.add_argument("--fragment-timeout", type=float, default=None, help="seconds per fragment")
-    pipe.add_argument(
-        "--option",
-        "-O",
-        action="append",
-        type=parse_stage_option,
-        default=[],
-        metavar="KIND.NAME=VALUE",
-        help="stage option, e.g. -O asr.model=medium (repeatable)",
-    )
+    add_stage_option_argument(pipe, "asr.model=medium")
     obs = serve.add_argument_group("observability")
     obs.add_argument("--log-level", default=None, help="DEBUG | INFO | WARNING | ERROR (LOG_LEVEL)")
     obs.add_argument("--log-format", choices=("json", "text"), default=None)
