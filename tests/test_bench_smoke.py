@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.model
+@pytest.mark.timeout(360)  # it loads two sets of models in a subprocess
 def test_bench_e2e_quick_runs_and_reports(tmp_path: Path) -> None:
     pytest.importorskip("faster_whisper")
     pytest.importorskip("piper")
