@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._languages import same_language
 from ._model import Status
 from ._options import add_stage_option_argument
 from ._plugins import StageRegistry, get_plugin_manager
@@ -163,13 +164,9 @@ def _add_dub_parser(sub: Any) -> None:
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-def _same_language(source: str | None, target: str) -> bool:
-    return source is not None and source.split("-")[0].lower() == target.split("-")[0].lower()
-
-
 def _choose_translator(args: argparse.Namespace, options: dict[str, Any]) -> str | None:
     """The translator to load, or a ConfigurationError that says what to set — before any model loads."""
-    if _same_language(args.source, args.target):
+    if same_language(args.source, args.target):
         return None  # re-voicing: the translator would never be called
     need = f"dubbing {args.source or 'detected speech'} into {args.target} needs a translator"
     has_key = bool(os.environ.get(_DEEPL_KEY_ENV) or options.get("auth_key"))

@@ -17,6 +17,7 @@ import anyio.from_thread
 import attrs
 
 from ._device import resolve_device
+from ._languages import same_language
 from ._model import DubResult, Fragment
 from ._pipeline._backpressure import BackpressureCallback, BackpressureLevels
 from ._pipeline._duration import DurationMatcher, DurationPolicy
@@ -202,11 +203,7 @@ class Dubber:
                 "no target_language: pass it to Dubber(...) or to the stream (it may equal the"
                 " source language to re-voice without translating)"
             )
-        if (
-            self._stages is not None
-            and self._stages.translator is None
-            and (source is None or source.split("-")[0].lower() != target.split("-")[0].lower())
-        ):
+        if self._stages is not None and self._stages.translator is None and not same_language(source, target):
             raise ConfigurationError(
                 f"stream {stream_id!r} dubs {source or 'detected speech'} into {target}, which"
                 " needs a translator, and this Dubber has translator=None"

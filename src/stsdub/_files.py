@@ -21,6 +21,7 @@ import attrs
 import numpy as np
 
 from . import _audio
+from ._languages import base_language
 from ._media import (
     ANALYSIS_RATE,
     SUBTITLE_FORMATS,
@@ -163,10 +164,6 @@ def _is_open(dubber: Dubber) -> bool:
 
 def _setting(dubber: Dubber, overrides: Mapping[str, Any], name: str) -> Any:
     return overrides[name] if name in overrides else dubber._defaults[name]
-
-
-def _lang_code(language: str) -> str:
-    return language.split("-")[0].lower()
 
 
 async def adub_file(
@@ -397,8 +394,8 @@ def _write(
     keep_original_track: bool,
 ) -> list[Path]:
     output = out_plan.path
-    sets = {_lang_code(target_language): target_cues}
-    src = _lang_code(source_language) if source_language else "source"
+    sets = {base_language(target_language): target_cues}
+    src = base_language(source_language) if source_language else "source"
     # Re-voicing: the "translation" is the transcript, so one set of files says it all.
     sets.setdefault(src, source_cues)
     subtitle_paths = [output.with_name(f"{output.stem}.{lang}.{fmt}") for lang in sets for fmt in formats]

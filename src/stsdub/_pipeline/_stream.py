@@ -24,6 +24,7 @@ import attrs
 import numpy as np
 
 from .. import _audio
+from .._languages import same_language
 from .._model import (
     ASRRequest,
     AudioAsset,
@@ -86,13 +87,6 @@ class Stages:
     synthesizer: StageRunner[SynthesisRequest, AudioBuffer]
     duration: DurationMatcher
     duration_limiter: anyio.CapacityLimiter
-
-
-def same_language(a: str | None, b: str | None) -> bool:
-    """Whether two language tags name the same language (``en`` = ``EN-us``)."""
-    if a is None or b is None:
-        return False
-    return a.split("-")[0].split("_")[0].lower() == b.split("-")[0].split("_")[0].lower()
 
 
 class Ticket:
