@@ -262,7 +262,8 @@ class _StageRequest:
     stream_id: str = "default"
     sequence_number: int = 0
     fragment_id: str = ""
-    #: Stage-specific keyword options for this stream (``Dubber(...).open_stream(..., **)``).
+    #: Per-request options for the stage (e.g. DeepL's ``formality``), for code that calls a
+    #: stage directly; the pipeline leaves it empty and stages fall back to their own settings.
     options: Mapping[str, Any] = attrs.field(factory=dict)
 
 
