@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= all,test,dev
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench lock lock-upgrade clean
 
-$(STAMP): pyproject.toml .ci/constraints.txt .ci/setup
+$(STAMP): pyproject.toml requirements.lock .ci/setup
 	bash .ci/setup $(VENV) $(EXTRAS)
 	touch $(STAMP)
 
@@ -29,6 +29,19 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/nox -s benchmarks
+
+# requirements.lock pins every package of every extra, for each supported Python and platform.
+# `make lock` re-resolves after pyproject.toml changed, keeping the pins it can;
+# `make lock-upgrade` moves everything to the newest versions pyproject.toml allows.
+LOCK_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --extra all --extra test --extra dev \
+	-c .ci/constraints.txt --universal --python-version 3.10 --custom-compile-command "make lock" \
+	-o requirements.lock
+
+lock: $(STAMP)
+	$(LOCK_COMPILE)
+
+lock-upgrade: $(STAMP)
+	$(LOCK_COMPILE) --upgrade
 
 clean:
 	rm -rf $(VENV) out .nox

@@ -1,4 +1,4 @@
-"""Development sessions: `nox -s tests`, `lint`, `typecheck`, `docs`, `benchmarks`, `demo`."""
+"""Development sessions: `nox -s tests`, `latest`, `lint`, `typecheck`, `benchmarks`, `demo`."""
 
 from __future__ import annotations
 
@@ -7,18 +7,34 @@ import nox
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-CONSTRAINTS = ".ci/constraints.txt"
+#: Every package at the version CI tests (refresh with `make lock`).
+LOCK = "requirements.lock"
+#: The hand-written pins the lock is compiled with (the torch / torchaudio pair).
+PINS = ".ci/constraints.txt"
 
 
-def install(session: nox.Session, extras: str = "all,test") -> None:
-    """The one way every session installs stsdub (with the torch pins)."""
-    session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+def install(session: nox.Session, extras: str = "all,test", *, latest: bool = False) -> None:
+    """The one way every session installs stsdub: from the lock, or at the newest versions."""
+    if latest:
+        session.install("--upgrade", "--upgrade-strategy", "eager", "-c", PINS, "-e", f".[{extras}]")
+    else:
+        session.install("-c", LOCK, "-e", f".[{extras}]")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     install(session)
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def latest(session: nox.Session) -> None:
+    """The tests against the newest versions pyproject.toml allows: finds drift before CI does."""
+    install(session, latest=True)
+    session.run("python", "-m", "pip", "freeze", "--exclude-editable")
+    # This environment is not the lock's, on purpose.
+    locked = "tests/test_lock.py::test_installed_versions_match_the_lock"
+    session.run("pytest", "--deselect", locked, *session.posargs)
 
 
 @nox.session
@@ -57,6 +73,7 @@ def benchmarks(session: nox.Session) -> None:
         "bench_synthesis.py",
         "bench_server.py",
         "bench_e2e.py",
+        "bench_soak.py",
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)
 
