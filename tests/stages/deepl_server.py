@@ -15,7 +15,13 @@ It follows the DeepL API v2 documentation for the endpoints the stage uses:
 
 Authentication is the ``Authorization: DeepL-Auth-Key <key>`` header; a wrong key gets 403.
 A request after the character limit gets 456; an unsupported language gets 400 with DeepL's
-message. Tests make ``/v2/translate`` answer 429, 456, 403 or 5xx, or hang, on demand.
+message.
+
+Tests inject failures on any path with :meth:`DeepLServer.fail` (``fail_translate`` for
+``/v2/translate``): an HTTP status with DeepL's message (429, 456, 403, 5xx, ...),
+``"hang"`` (read the request, never answer) or ``"reset"`` (close the connection without an
+answer, with a TCP reset) — for every request to the path, or only for the next few. Every
+request is recorded (``requests``, :meth:`DeepLServer.requests_to`), failed ones included.
 
 The "translation" is made up — ``"<TARGET>: <text>"`` — so a test can see what was sent.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -69,6 +76,10 @@ _MESSAGES = {
 }
 
 
+#: What :meth:`DeepLServer.fail` injects: an HTTP status, ``"hang"`` or ``"reset"``.
+Failure = int | str
+
+
 @attrs.frozen
 class Recorded:
     """One request the server received."""
@@ -93,36 +104,54 @@ class DeepLServer:
     languages_endpoint: bool = True
     url: str = ""
     requests: list[Recorded] = attrs.field(factory=list)
-    _failures: list[int | str] = attrs.field(factory=list)
-    _fail_always: int | str | None = None
+    #: Per path: failures for the next requests, in order; then the one for every request.
+    _failures: dict[str, list[Failure]] = attrs.field(factory=dict)
+    _fail_always: dict[str, Failure] = attrs.field(factory=dict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
     _released: threading.Event = attrs.field(factory=threading.Event)
 
-    def fail_translate(self, status: int | str, times: int | None = None) -> None:
-        """Make ``/v2/translate`` answer ``status`` (or ``"hang"``: never answer).
+    def fail(self, path: str, failure: Failure, times: int | None = None) -> None:
+        """Make requests to ``path`` (e.g. ``"/v2/usage"``) fail.
 
-        ``times=None``: every request; otherwise only the next ``times`` requests.
+        Args:
+            path: The request's path, without the query.
+            failure: An HTTP status to answer (with DeepL's message for it), ``"hang"`` (never
+                answer) or ``"reset"`` (close the connection without an answer).
+            times: None: every request; otherwise only the next ``times`` requests (after
+                those queued before).
         """
+        if not (isinstance(failure, int) or failure in ("hang", "reset")):
+            raise ValueError(f"unknown failure {failure!r}")
         with self._lock:
             if times is None:
-                self._fail_always = status
+                self._fail_always[path] = failure
             else:
-                self._failures.extend([status] * times)
+                self._failures.setdefault(path, []).extend([failure] * times)
+
+    def fail_translate(self, status: Failure, times: int | None = None) -> None:
+        """Make ``/v2/translate`` fail; see :meth:`fail`."""
+        self.fail("/v2/translate", status, times)
 
     def heal(self) -> None:
+        """Stop every injected failure (requests hanging now stay hung until the server stops)."""
         with self._lock:
             self._failures.clear()
-            self._fail_always = None
+            self._fail_always.clear()
+
+    def requests_to(self, path: str) -> list[Recorded]:
+        """The requests received for ``path``, in order."""
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
 
     def translate_requests(self) -> list[Recorded]:
-        with self._lock:
-            return [r for r in self.requests if r.path == "/v2/translate"]
+        return self.requests_to("/v2/translate")
 
-    def _next_failure(self) -> int | str | None:
+    def _next_failure(self, path: str) -> Failure | None:
         with self._lock:
-            if self._failures:
-                return self._failures.pop(0)
-            return self._fail_always
+            queued = self._failures.get(path)
+            if queued:
+                return queued.pop(0)
+            return self._fail_always.get(path)
 
     def _record(self, entry: Recorded) -> None:
         with self._lock:
@@ -164,6 +193,17 @@ def _handler(state: DeepLServer) -> type[BaseHTTPRequestHandler]:
             state._record(Recorded(self.command, path, dict(self.headers), body, time.monotonic()))
             if self.headers.get("Authorization") != f"DeepL-Auth-Key {state.auth_key}":
                 return self._error(403)
+            failure = state._next_failure(path)
+            if failure == "hang":
+                state._released.wait()
+                self.close_connection = True
+                return None
+            if failure == "reset":
+                return self._reset()
+            if path == "/v2/translate" and state.latency:
+                time.sleep(state.latency)
+            if isinstance(failure, int):
+                return self._error(failure)
             if path == "/v2/languages" and state.languages_endpoint:
                 return self._languages(body.get("type", "source"))
             if path == "/v2/usage":
@@ -184,15 +224,14 @@ def _handler(state: DeepLServer) -> type[BaseHTTPRequestHandler]:
                 payload = [{"language": code, "name": name} for code, name in SOURCE_LANGUAGES.items()]
             self._send(200, payload)
 
+        def _reset(self) -> None:
+            # SO_LINGER (on, 0 s) makes close() send a TCP reset rather than a clean FIN.
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+
         def _translate(self, body: dict[str, Any]) -> None:
-            failure = state._next_failure()
-            if failure == "hang":
-                state._released.wait()
-                return
-            if state.latency:
-                time.sleep(state.latency)
-            if isinstance(failure, int):
-                return self._error(failure)
             texts = body.get("text")
             target = str(body.get("target_lang", "")).upper()
             source = body.get("source_lang")

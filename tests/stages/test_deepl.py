@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -213,8 +215,150 @@ def test_used_up_quota_fails_at_construction() -> None:
 def test_unreachable_server_fails_at_construction() -> None:
     with deepl_server() as server:
         url, key = server.url, server.auth_key
-    with pytest.raises(StageLoadError, match="NETWORK_ERROR"):
-        DeepLTranslator(auth_key=key, server_url=url, connect_timeout=0.5)
+    budget = 1.0
+    started = time.monotonic()
+    with pytest.raises(StageLoadError, match="NETWORK_ERROR") as info:
+        DeepLTranslator(auth_key=key, server_url=url, connect_timeout=0.5, startup_timeout=budget)
+    # Refused connections are retried (the server may be restarting) until the budget is spent.
+    assert "kept failing" in str(info.value)
+    assert time.monotonic() - started < budget + 3
+
+
+# -- transient failures at start-up ------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_one_503_on_languages_at_start_up_is_retried(
+    server: DeepLServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="stsdub")
+    server.fail("/v2/languages", 503, times=1)
+    (result,) = await dub_all(dubber(server), [fragment(0)])
+    assert result.status is Status.SUCCESS
+    assert result.translation is not None and result.translation.text == "DE: speech 0"
+    # The source languages were asked twice (503, then 200), then the target languages once.
+    assert [r.body.get("type") for r in server.requests_to("/v2/languages")] == [None, None, "target"]
+    assert len(server.requests_to("/v2/usage")) == 1
+    (retry,) = [r for r in caplog.records if "start-up" in r.getMessage()]
+    assert retry.levelno == logging.WARNING
+    assert "/v2/languages" in retry.getMessage() and "TEMPORARY_UNAVAILABLE" in retry.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("path", "failure", "times"),
+    [
+        ("/v2/languages", 429, 2),
+        ("/v2/usage", 429, 2),
+        ("/v2/usage", 529, 1),
+        ("/v2/usage", 500, 1),
+        ("/v2/usage", 502, 1),
+        ("/v2/usage", 504, 1),
+        ("/v2/languages", "reset", 2),
+        ("/v2/usage", "reset", 1),
+    ],
+)
+def test_transient_failures_at_start_up_are_retried(
+    make: MakeStage, server: DeepLServer, path: str, failure: int | str, times: int
+) -> None:
+    server.fail(path, failure, times=times)
+    stage = make()
+    assert stage.target_languages is not None and "DE" in stage.target_languages
+    expected = {"/v2/languages": 2, "/v2/usage": 1}
+    expected[path] += times
+    assert {p: len(server.requests_to(p)) for p in expected} == expected
+
+
+@pytest.mark.parametrize("path", ["/v2/languages", "/v2/usage"])
+def test_a_hung_request_at_start_up_times_out_and_is_retried(
+    make: MakeStage, server: DeepLServer, path: str
+) -> None:
+    budget = 3.0
+    server.fail(path, "hang", times=1)
+    started = time.monotonic()
+    stage = make(timeout=0.3, startup_timeout=budget)
+    elapsed = time.monotonic() - started
+    assert stage.source_languages is not None
+    first, second = server.requests_to(path)[:2]
+    assert second.at - first.at >= 0.3  # the hung attempt waited for its timeout...
+    assert elapsed < budget  # ...and the next one answered inside the budget
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (503, ErrorCode.TEMPORARY_UNAVAILABLE),
+        (429, ErrorCode.RATE_LIMIT_EXCEEDED),
+        ("reset", ErrorCode.NETWORK_ERROR),
+        ("hang", ErrorCode.TIMEOUT),
+    ],
+)
+def test_start_up_gives_up_when_its_budget_is_spent(
+    server: DeepLServer, failure: int | str, code: ErrorCode
+) -> None:
+    budget = 1.5
+    server.fail("/v2/languages", failure)
+    started = time.monotonic()
+    with pytest.raises(StageLoadError) as info:
+        # The request timeout is longer than the budget: each attempt is cut to what is left.
+        DeepLTranslator(auth_key=server.auth_key, server_url=server.url, timeout=5.0, startup_timeout=budget)
+    elapsed = time.monotonic() - started
+    message = str(info.value)
+    assert code.value in message and "/v2/languages" in message and "kept failing" in message
+    assert budget - 0.2 < elapsed < budget + 3
+    attempts = server.requests_to("/v2/languages")
+    assert len(attempts) >= 2
+    assert attempts[-1].at - attempts[0].at < budget
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/v2/languages", 403), ("/v2/languages", 401), ("/v2/usage", 403)]
+)
+def test_a_refused_key_at_start_up_is_not_retried(server: DeepLServer, path: str, status: int) -> None:
+    server.fail(path, status)
+    with pytest.raises(StageLoadError, match="AUTHENTICATION_FAILED"):
+        DeepLTranslator(auth_key=server.auth_key, server_url=server.url)
+    assert len(server.requests_to(path)) == 1
+
+
+def test_a_wrong_key_fails_with_one_request(server: DeepLServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(StageLoadError, match="AUTHENTICATION_FAILED"):
+        DeepLTranslator(auth_key="wrong-key", server_url=server.url)
+    assert time.monotonic() - started < 1.0
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("path", ["/v2/languages", "/v2/usage"])
+def test_quota_exceeded_at_start_up_is_not_retried(server: DeepLServer, path: str) -> None:
+    server.fail(path, 456)
+    with pytest.raises(StageLoadError, match="QUOTA_EXCEEDED"):
+        DeepLTranslator(auth_key=server.auth_key, server_url=server.url)
+    assert len(server.requests_to(path)) == 1
+
+
+def test_server_without_usage_endpoint(make: MakeStage, server: DeepLServer) -> None:
+    server.fail("/v2/usage", 404)
+    assert make().target_languages is not None
+    assert len(server.requests_to("/v2/usage")) == 1
+
+
+@pytest.mark.anyio
+async def test_client_settings_are_restored_after_start_up_retries(
+    make: MakeStage, server: DeepLServer
+) -> None:
+    server.fail("/v2/usage", 503, times=1)
+    stage = make(retries=2, retry_backoff=0.01, timeout=0.5, startup_timeout=5.0)
+    assert len(server.requests_to("/v2/usage")) == 2  # the start-up loop retried, not the client
+    server.fail_translate(503, times=2)
+    assert (await stage.translate(request())).text == "DE: Hello"
+    assert len(server.translate_requests()) == 3
+
+
+@pytest.mark.parametrize("budget", [0, -1.0, float("nan")])
+def test_startup_timeout_must_be_positive(server: DeepLServer, budget: float) -> None:
+    with pytest.raises(StageLoadError, match="startup_timeout"):
+        DeepLTranslator(auth_key=server.auth_key, server_url=server.url, startup_timeout=budget)
+    assert server.requests == []
 
 
 # -- errors ------------------------------------------------------------------------------

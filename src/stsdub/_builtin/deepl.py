@@ -11,6 +11,11 @@ short (connect, read) timeout and no retries of its own: retryable failures come
 retryable :class:`~stsdub.StageError` codes, and the pipeline retries them inside the
 fragment's budget.
 
+Start-up is different: nothing retries the account check (``/v2/languages``, ``/v2/usage``)
+for the stage, and a failed check keeps the Dubber from starting. So the stage retries the
+check's transient failures itself (429, 529, 5xx, network errors, timeouts) with backoff, for
+up to ``startup_timeout`` seconds; a refused key or a used-up quota still fails at once.
+
 Requests that wait together (from several streams) are grouped by what one DeepL request
 must share — source and target language, context, formality, glossary — and each group is
 one ``/v2/translate`` call with several texts; groups are sent in parallel.
@@ -18,10 +23,12 @@ one ``/v2/translate`` call with several texts; groups are sent in parallel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -54,6 +61,12 @@ _REGION_ALIASES = {"ZH-CN": "ZH-HANS", "ZH-SG": "ZH-HANS", "ZH-TW": "ZH-HANT", "
 _KNOWN_TARGET_VARIANTS = frozenset({"EN-GB", "EN-US", "PT-BR", "PT-PT", "ZH-HANS", "ZH-HANT", "ES-419"})
 #: Most texts DeepL accepts in one request.
 MAX_TEXTS_PER_REQUEST = 50
+# Start-up retries wait this long first, doubling up to the cap; jitter keeps several
+# services restarted together from asking DeepL in step.
+_STARTUP_BACKOFF = 0.2
+_STARTUP_BACKOFF_MAX = 2.0
+# An attempt with less time than this left in the start-up budget is not worth starting.
+_MIN_ATTEMPT = 0.05
 
 
 def _base(language: str) -> str:
@@ -95,7 +108,11 @@ def _import_deepl() -> Any:
 
 
 def _budgeted_http_client(deepl: Any, *, timeout: tuple[float, float], retries: int, backoff: float) -> Any:
-    """An instance of deepl's HttpClient with our timeout and retry policy (see module doc)."""
+    """An instance of deepl's HttpClient with our timeout and retry policy (see module doc).
+
+    Its ``timeout`` and ``retries`` attributes may be changed between requests (start-up
+    does, to keep each attempt inside its budget).
+    """
     import requests.adapters
 
     base = deepl.http_client.HttpClient
@@ -104,6 +121,8 @@ def _budgeted_http_client(deepl: Any, *, timeout: tuple[float, float], retries: 
     class BudgetedHttpClient(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             super().__init__()
+            self.timeout = timeout
+            self.retries = retries
             # Groups of a batch go out in parallel; keep their connections for reuse.
             session = getattr(self, "_session", None)
             if session is not None:
@@ -125,18 +144,22 @@ def _budgeted_http_client(deepl: Any, *, timeout: tuple[float, float], retries: 
             attempt = 0
             while True:
                 try:
-                    response = self._internal_request(request, stream=stream, timeout=timeout)
+                    response = self._internal_request(request, stream=stream, timeout=self.timeout)
                 except connection_exception as exc:
-                    if not exc.should_retry or attempt >= retries:
+                    if not exc.should_retry or attempt >= self.retries:
                         raise
                 else:
                     status = response[0]
-                    if not (status == 429 or status >= 500) or attempt >= retries:
+                    if not (status == 429 or status >= 500) or attempt >= self.retries:
                         return response
                 time.sleep(backoff * 2**attempt)
                 attempt += 1
 
     return BudgetedHttpClient()
+
+
+class _NotFound(Exception):
+    """The server lacks an endpoint of the account check (some DeepL-compatible ones do)."""
 
 
 def _stage_error(exc: Exception) -> StageError:
@@ -193,13 +216,18 @@ class DeepLTranslator:
             ``{"en": "EN-US", "pt": "PT-BR"}``, e.g. ``{"en": "EN-GB"}``.
         check_account: At construction, ask ``/v2/languages`` and ``/v2/usage`` (fails on a
             bad key or a used-up quota). Servers without those endpoints are tolerated.
+        startup_timeout: Seconds the account check may take in all. Transient failures
+            (429, 529, 5xx, network errors, timeouts) are retried with backoff until then, each
+            attempt's timeouts cut to what is left, so one hiccup at DeepL during a restart
+            does not keep the Dubber from starting; a refused key (401, 403) or a used-up
+            quota (456) fails at once.
         concurrency: Batches the pipeline may have at DeepL at once; the groups of one
             batch (different languages or context) go out in parallel.
         max_batch_size: Most fragments the pipeline hands over at once.
 
     Raises:
         StageLoadError: No key, a key DeepL refuses, a quota already used up, or a server
-            that cannot be reached.
+            that kept failing (unreachable, 429, 5xx, no answer) for ``startup_timeout``.
     """
 
     def __init__(
@@ -218,6 +246,7 @@ class DeepLTranslator:
         retry_backoff: float = 0.1,
         target_variants: Mapping[str, str] | None = None,
         check_account: bool = True,
+        startup_timeout: float = 10.0,
         concurrency: int = 2,
         max_batch_size: int = MAX_TEXTS_PER_REQUEST,
     ) -> None:
@@ -230,6 +259,8 @@ class DeepLTranslator:
             )
         if timeout <= 0 or connect_timeout <= 0 or retries < 0 or retry_backoff < 0:
             raise StageLoadError("the deepl translator needs timeout, connect_timeout > 0 and retries >= 0")
+        if not startup_timeout > 0:  # also refuses NaN
+            raise StageLoadError("the deepl translator needs startup_timeout > 0")
         if concurrency < 1 or max_batch_size < 1:
             raise StageLoadError("the deepl translator needs concurrency >= 1 and max_batch_size >= 1")
         self.device = device
@@ -238,6 +269,8 @@ class DeepLTranslator:
         self.context = context
         self.model_type = model_type
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.startup_timeout = startup_timeout
         self.concurrency = concurrency
         self.max_batch_size = max_batch_size
         self.target_variants = {
@@ -246,11 +279,14 @@ class DeepLTranslator:
         }
         self._deepl: Any = deepl.Translator(key, server_url=server_url)
         original = getattr(self._deepl, "_client", None)
+        #: Our HTTP client, or None when the deepl client offers no seam for it.
+        self._http: Any = None
         if isinstance(original, deepl.http_client.HttpClient):
             original.close()
-            self._deepl._client = _budgeted_http_client(
+            self._http = _budgeted_http_client(
                 deepl, timeout=(connect_timeout, timeout), retries=retries, backoff=retry_backoff
             )
+            self._deepl._client = self._http
         else:  # a future client without this attribute: keep its defaults, but say so
             log.warning("deepl %s: cannot set timeouts; using the client's defaults", deepl.__version__)
         self.server_url: str = self._deepl.server_url
@@ -269,27 +305,89 @@ class DeepLTranslator:
 
     def _check_account(self, deepl: Any) -> None:
         where = f"DeepL at {self.server_url}"
+        deadline = time.monotonic() + self.startup_timeout
         try:
-            sources = self._deepl.get_source_languages()
-            targets = self._deepl.get_target_languages()
-        except deepl.DeepLException as exc:
-            if getattr(exc, "http_status_code", None) != 404:
-                raise StageLoadError(f"{where}: {_stage_error(exc)}") from exc
+            sources = self._startup_call(deepl, "/v2/languages", self._deepl.get_source_languages, deadline)
+            targets = self._startup_call(deepl, "/v2/languages", self._deepl.get_target_languages, deadline)
+        except _NotFound:
             log.info("%s has no /v2/languages; languages are checked by each request", where)
         else:
             self.source_languages = frozenset(lang.code.upper() for lang in sources)
             self.target_languages = frozenset(lang.code.upper() for lang in targets)
         try:
-            usage = self._deepl.get_usage()
-        except deepl.DeepLException as exc:
-            if getattr(exc, "http_status_code", None) != 404:
-                raise StageLoadError(f"{where}: {_stage_error(exc)}") from exc
+            usage = self._startup_call(deepl, "/v2/usage", self._deepl.get_usage, deadline)
+        except _NotFound:
             return
         if usage.any_limit_reached:
             raise StageLoadError(
                 f"{where}: {ErrorCode.QUOTA_EXCEEDED.value}: the quota of this billing period is used up"
                 f" ({usage.character})"
             )
+
+    def _startup_call(self, deepl: Any, path: str, call: Callable[[], Any], deadline: float) -> Any:
+        """``call()``, retrying transient failures with backoff until ``deadline``.
+
+        Raises:
+            _NotFound: The server has no ``path`` (404).
+            StageLoadError: A permanent failure (at once), or transient ones until the deadline.
+        """
+        where = f"DeepL at {self.server_url}"
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._attempt_timeouts(deadline - time.monotonic()):
+                    return call()
+            except deepl.DeepLException as exc:
+                if getattr(exc, "http_status_code", None) == 404:
+                    raise _NotFound from exc
+                error = _stage_error(exc)
+                if not error.retryable:  # a refused key, a used-up quota: no point waiting
+                    raise StageLoadError(f"{where}: {error}") from exc
+                backoff = min(_STARTUP_BACKOFF * 2 ** (attempt - 1), _STARTUP_BACKOFF_MAX)
+                # Up to half the backoff is jitter; never sleep into the last attempt's time.
+                wait = backoff * random.uniform(0.5, 1.0)
+                left = deadline - time.monotonic()
+                wait = min(wait, left - _MIN_ATTEMPT)
+                if wait < 0:
+                    elapsed = time.monotonic() - started
+                    raise StageLoadError(
+                        f"{where}: {path} kept failing ({attempt} attempts over {elapsed:.1f} s) until"
+                        f" startup_timeout={self.startup_timeout:g} s ran out; last error: {error}"
+                    ) from exc
+                log.warning(
+                    "%s: %s failed at start-up (attempt %d): %s; retrying in %.2f s (%.1f s of"
+                    " startup_timeout left)",
+                    where,
+                    path,
+                    attempt,
+                    error,
+                    wait,
+                    left,
+                )
+                time.sleep(wait)
+
+    @contextlib.contextmanager
+    def _attempt_timeouts(self, left: float) -> Iterator[None]:
+        """Cut our client's (connect, read) timeouts so that one attempt ends within ``left``
+        seconds, and turn off the client's own retries (the start-up loop retries)."""
+        http = self._http
+        if http is None:  # a client without our seam: its own timeouts apply
+            yield
+            return
+        saved = (http.timeout, http.retries)
+        # Each call gets one attempt even when an earlier, slow call spent the budget.
+        left = max(left, _MIN_ATTEMPT)
+        connect, read = min(self.connect_timeout, left), min(self.timeout, left)
+        if connect + read > left:  # both may run in one attempt: share what is left
+            scale = left / (connect + read)
+            connect, read = connect * scale, read * scale
+        http.timeout, http.retries = (connect, read), 0
+        try:
+            yield
+        finally:
+            http.timeout, http.retries = saved
 
     # -- languages --------------------------------------------------------------------------
 
