@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._defaults import AUTO, DEEPL_KEY_ENV, check_translator, default_translator, translator_setup_hint
 from ._languages import same_language
 from ._model import Status
 from ._options import add_stage_option_argument
@@ -59,7 +59,6 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-_DEEPL_KEY_ENV = "DEEPL_AUTH_KEY"
 _PHASES = {
     "decode": "reading the input",
     "segment": "finding speech",
@@ -98,7 +97,7 @@ def _add_dub_parser(sub: Any) -> None:
     stages.add_argument(
         "--translator",
         default=None,
-        help=f"translator (default: deepl when {_DEEPL_KEY_ENV} is set; none when re-voicing)",
+        help=f"translator (default: deepl when {DEEPL_KEY_ENV} is set; none when re-voicing)",
     )
     stages.add_argument("--synthesizer", default="piper", help="speech synthesizer (default: piper)")
     stages.add_argument("--voice", default=None, help="voice of the synthesizer")
@@ -168,30 +167,20 @@ def _choose_translator(args: argparse.Namespace, options: dict[str, Any]) -> str
     """The translator to load, or a ConfigurationError that says what to set — before any model loads."""
     if same_language(args.source, args.target):
         return None  # re-voicing: the translator would never be called
-    need = f"dubbing {args.source or 'detected speech'} into {args.target} needs a translator"
-    has_key = bool(os.environ.get(_DEEPL_KEY_ENV) or options.get("auth_key"))
-    offline = (
-        "or translate offline with a CTranslate2 model (Opus-MT or NLLB, converted with"
-        " ct2-transformers-converter): --translator ctranslate2 -O translator.model=PATH"
-    )
-    if args.translator is None:
-        if has_key:
-            return "deepl"
+    # The same words as the service's --translator: not set or "auto" applies the shared rule.
+    translator: str | None
+    if args.translator is None or args.translator.lower() == AUTO:
+        translator = default_translator(options)
+    elif args.translator.lower() == "none":
+        translator = None
+    else:
+        translator = str(args.translator)
+    if translator is None:
+        need = f"dubbing {args.source or 'detected speech'} into {args.target} needs a translator"
         hint = "; to re-voice in the same language give the same --from and --to" if args.source else ""
-        raise ConfigurationError(
-            f"{need}, and none is set up. Set {_DEEPL_KEY_ENV}=<your DeepL API key> to use DeepL,"
-            f" {offline}{hint}"
-        )
-    if args.translator == "deepl" and not has_key:
-        raise ConfigurationError(
-            f"--translator deepl needs a DeepL API key: set {_DEEPL_KEY_ENV}=<your key>"
-            f" (or -O translator.auth_key=KEY), {offline}"
-        )
-    if args.translator == "ctranslate2" and "model" not in options:
-        raise ConfigurationError(
-            f"--translator ctranslate2 needs a model: -O translator.model=PATH; {offline}"
-        )
-    return str(args.translator)
+        raise ConfigurationError(f"{need}, and none is set up. {translator_setup_hint()}{hint}")
+    check_translator(translator, options)
+    return translator
 
 
 def _subtitle_formats(text: str) -> tuple[str, ...]:

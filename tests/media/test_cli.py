@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import stsdub.testing
-from stsdub._cli import main
+from stsdub._cli import _build_parser, _choose_translator, main
+from stsdub.server import ServerSettings
 from tests.media.media import make_clip, recording, streams, write_recording
 from tests.speech import SENTENCES
 
@@ -72,6 +73,40 @@ def test_a_missing_translator_is_explained_before_any_model_loads(
     assert main(["dub", str(talk), "-o", str(out), "--to", "de", "--translator", "ctranslate2"]) == 2
     assert "translator.model=PATH" in capsys.readouterr().err
     assert built == [] and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        ((), {"DEEPL_AUTH_KEY": "k"}, "deepl"),
+        (("-O", "translator.auth_key=k"), {}, "deepl"),
+        (("--translator", "auto"), {"DEEPL_AUTH_KEY": "k"}, "deepl"),
+        (("--translator", "fake"), {"DEEPL_AUTH_KEY": "k"}, "fake"),
+        (("--from", "en", "--to", "EN-gb"), {"DEEPL_AUTH_KEY": "k"}, None),  # re-voicing
+    ],
+)
+def test_translator_choice_follows_the_rule_the_service_shares(
+    argv: tuple[str, ...], environ: dict[str, str], expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DEEPL_AUTH_KEY", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    args = _build_parser().parse_args(["dub", "in.wav", "-o", "out.wav", "--to", "de", *argv])
+    options = {name: value for kind, name, value in args.option if kind == "translator"}
+    assert _choose_translator(args, options) == expected
+    if not argv:
+        # The service, with no translator named, picks the same one from the same environment.
+        assert ServerSettings().chosen_translator() == expected
+
+
+def test_no_translator_for_another_language_says_how_to_set_one_up(
+    capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DEEPL_AUTH_KEY", "k")
+    argv = ["dub", str(tmp_path / "in.wav"), "-o", str(tmp_path / "o.wav"), "--from", "en", "--to", "de"]
+    assert main([*argv, "--translator", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "dubbing en into de needs a translator" in err and "DEEPL_AUTH_KEY" in err
 
 
 def test_same_language_revoices_without_a_translator(talk: Path, tmp_path: Path, no_deepl_key: None) -> None:

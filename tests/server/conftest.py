@@ -182,11 +182,21 @@ def _dechunk(body: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: ServerSettings | None = None, **stages: Any) -> AsyncIterator[Running]:
-    """Run the app under uvicorn on a free loopback port until the block ends."""
+async def serve(
+    settings: ServerSettings | None = None,
+    *,
+    wait_ready: bool = True,
+    on_fatal: Callable[[BaseException], None] | None = None,
+    **stages: Any,
+) -> AsyncIterator[Running]:
+    """Run the app under uvicorn on a free loopback port until the block ends.
+
+    With ``wait_ready=False`` the block starts as soon as the server listens, while the
+    models may still be loading.
+    """
     settings = settings or ServerSettings(auth_token=TOKEN, target_language="es")
     dubber = stsdub.Dubber(**(stages or fakes()), device="cpu", retries=0)
-    app = create_app(settings, dubber=dubber)
+    app = create_app(settings, dubber=dubber, on_fatal=on_fatal)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -198,7 +208,7 @@ async def serve(settings: ServerSettings | None = None, **stages: Any) -> AsyncI
             tg.start_soon(lambda: server.serve(sockets=[sock]))
             try:
                 with anyio.fail_after(30):
-                    while not (server.started and app.service.ready):  # noqa: ASYNC110 - uvicorn has no event
+                    while not (server.started and (app.service.ready or not wait_ready)):  # noqa: ASYNC110 - uvicorn has no event
                         await anyio.sleep(0.01)
                 yield running
             finally:

@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 import stsdub
 from stsdub import BackpressureLevels, ConfigurationError, Severity
-from stsdub.server import ServerSettings
+from stsdub._defaults import default_translator
+from stsdub.server import ServerSettings, create_app
 from stsdub.server._app import _Pressure
 from stsdub.server._artifacts import ArtifactStore
-from stsdub.server._protocol import AudioFormat, FragmentData, ProtocolError, StreamInit
+from stsdub.server._protocol import AudioFormat, FragmentData, ProtocolError, ProtocolErrorCode, StreamInit
 from stsdub.server._settings import ENV_VARIABLES, read_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +113,91 @@ def test_stream_init_accepts_nested_or_flat_audio_format() -> None:
     assert nested.audio == AudioFormat(48000, 2) and nested.max_inflight == 2 and nested.timeout_ms == 5000
     assert nested.target_language == "pt-BR"
     assert flat.audio == AudioFormat(16000, 1) and flat.source_language is None
+    # The reference's clients name the format in audio_format, with the rest beside it.
+    named = StreamInit.parse(
+        {
+            "stream_id": "s",
+            "config": {
+                "target_language": "de",
+                "audio_format": "pcm_s16le",
+                "sample_rate_hz": 44100,
+                "channels": 2,
+            },
+        }
+    )
+    assert named.audio == AudioFormat(44100, 2)
+    assert StreamInit.parse(
+        {"stream_id": "s", "config": {"audio_format": "PCM16", "sample_rate_hz": 8000}}
+    ).audio == AudioFormat(8000, 1)
+
+
+@pytest.mark.parametrize(
+    ("config", "code", "words"),
+    [
+        ({"audio_format": "mp3", "sample_rate_hz": 16000}, "INVALID_AUDIO_FORMAT", "'mp3'"),
+        ({"audio_format": "opus"}, "INVALID_AUDIO_FORMAT", "'opus'"),
+        ({"audio_format": "pcm_s16le"}, "INVALID_PAYLOAD", "'sample_rate_hz'"),
+        ({"audio_format": "pcm_s16le", "sample_rate_hz": 12345}, "INVALID_AUDIO_FORMAT", "12345"),
+        ({"audio_format": "pcm_s16le", "sample_rate_hz": 16000, "channels": 6}, "INVALID_AUDIO_FORMAT", "6"),
+        ({"audio_format": 16000, "sample_rate_hz": 16000}, "INVALID_PAYLOAD", "format name"),
+    ],
+)
+def test_stream_init_refuses_a_bad_flat_audio_format(
+    config: dict[str, object], code: str, words: str
+) -> None:
+    with pytest.raises(ProtocolError) as info:
+        StreamInit.parse({"stream_id": "s", "config": config})
+    assert info.value.code.value == code and words in info.value.message
+
+
+def test_translator_unavailable_is_a_permanent_error() -> None:
+    assert ProtocolErrorCode.TRANSLATOR_UNAVAILABLE.value == "TRANSLATOR_UNAVAILABLE"
+    assert not ProtocolErrorCode.TRANSLATOR_UNAVAILABLE.retryable
+
+
+@pytest.mark.parametrize(
+    ("setting", "options", "environ", "expected"),
+    [
+        ("auto", {}, {}, None),  # a fresh machine: no translator
+        ("auto", {}, {"DEEPL_AUTH_KEY": "k"}, "deepl"),
+        ("auto", {"auth_key": "k"}, {}, "deepl"),
+        ("auto", {}, {"DEEPL_AUTH_KEY": ""}, None),
+        (None, {}, {"DEEPL_AUTH_KEY": "k"}, None),  # explicitly none
+        ("ctranslate2", {"model": "m"}, {"DEEPL_AUTH_KEY": "k"}, "ctranslate2"),
+    ],
+)
+def test_the_service_and_the_dub_command_choose_a_translator_by_one_rule(
+    setting: str | None, options: dict[str, str], environ: dict[str, str], expected: str | None
+) -> None:
+    settings = ServerSettings(translator=setting, translator_options=options)
+    assert settings.chosen_translator(environ) == expected
+    if setting == "auto":
+        assert default_translator(options, environ) == expected
+
+
+def test_translator_setting_tells_unset_from_none_from_a_name() -> None:
+    assert ServerSettings().translator == "auto"
+    assert ServerSettings.from_env({}).translator == "auto"
+    assert ServerSettings.from_env({"STSDUB_TRANSLATOR": ""}).translator == "auto"  # empty: not set
+    assert ServerSettings.from_env({"STSDUB_TRANSLATOR": "AUTO"}).translator == "auto"
+    assert ServerSettings.from_env({"STSDUB_TRANSLATOR": "None"}).translator is None
+    assert ServerSettings.from_env({"TRANSLATION_PROVIDER": "deepl"}).translator == "deepl"
+    assert ServerSettings.from_env({"STSDUB_TRANSLATOR": " ctranslate2 "}).translator == "ctranslate2"
+
+
+def test_a_translator_that_cannot_load_is_refused_before_any_model_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DEEPL_AUTH_KEY", raising=False)
+    stages = {"asr": "fake", "synthesizer": "fake", "device": "cpu"}
+    with pytest.raises(ConfigurationError, match=r"deepl translator needs a DeepL API key.*DEEPL_AUTH_KEY"):
+        create_app(ServerSettings(translator="deepl", **stages))
+    with pytest.raises(ConfigurationError, match="ctranslate2 translator needs a model"):
+        create_app(ServerSettings(translator="ctranslate2", **stages))
+    # With no translator named, there is none to load and nothing to refuse.
+    create_app(ServerSettings(**stages))
+    monkeypatch.setenv("DEEPL_AUTH_KEY", "k")
+    create_app(ServerSettings(translator="deepl", **stages))
 
 
 def _payload(data: str, **audio: object) -> dict[str, object]:

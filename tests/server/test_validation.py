@@ -146,6 +146,13 @@ async def test_bad_stream_init_gets_an_error_event() -> None:
             ),
             ({"stream_id": "s4", "config": {"target_language": "es"}}, "INVALID_PAYLOAD"),  # no rate
             (
+                {
+                    "stream_id": "s4b",
+                    "config": {"target_language": "es", "audio_format": "aac", "sample_rate_hz": RATE},
+                },
+                "INVALID_AUDIO_FORMAT",
+            ),
+            (
                 {"stream_id": "s5", "config": {"target_language": "e s; rm", "sample_rate_hz": RATE}},
                 "UNSUPPORTED_LANGUAGE",
             ),

@@ -39,12 +39,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
+from .._defaults import check_translator, translator_setup_hint
 from .._dubber import Dubber
+from .._languages import same_language
 from .._model import Action, AudioAsset, AudioBuffer, DubResult, Fragment, Severity, Status
 from .._pipeline._backpressure import BackpressureLevels
 from .._pipeline._duration import DurationPolicy
 from .._pipeline._stream import Stream
-from ..errors import ConfigurationError, ErrorCode, StageError, StsdubError
+from ..errors import ErrorCode, StageError, StsdubError
 from ._artifacts import ArtifactStore, ArtifactWriter
 from ._metrics import ServiceMetrics
 from ._protocol import (
@@ -297,6 +299,20 @@ def _single(args: tuple[object, ...]) -> object:
     return args[0] if len(args) == 1 else _NO_PAYLOAD
 
 
+def _refusal(code: ProtocolErrorCode, message: str) -> socketio.exceptions.ConnectionRefusedError:
+    """A connection refusal whose ``connect_error`` carries the code.
+
+    python-socketio turns a single argument into ``{"message": str(arg)}``, which would send
+    a dict's repr; the error's fields are set here instead. ``code`` and ``message`` sit at
+    the top (what the Python client hands its handler) and again under ``data`` (what the
+    JavaScript client exposes, as ``err.data``).
+    """
+    refusal = socketio.exceptions.ConnectionRefusedError(message)
+    body = {"code": code.value, "message": message}
+    refusal.error_args = {**body, "data": body}
+    return refusal
+
+
 def _refused_result(fragment: Fragment, exc: StsdubError) -> DubResult:
     """A FAILED result with silence for a fragment the library refused at ``send``."""
     error = StageError(ErrorCode.INVALID_AUDIO_FORMAT, str(exc), "ingest")
@@ -325,7 +341,9 @@ class DubbingService:
     Args:
         settings: Limits, security and defaults.
         dubber: The pipeline; opened (models loaded) by :meth:`run`.
-        on_fatal: Called when the models fail to load (``stsdub serve`` exits then).
+        on_fatal: Called when the models fail to load (``stsdub serve`` exits then). Without
+            it the service stays up: ``/ready`` reports the failure and connections are
+            refused with ``NOT_READY``.
     """
 
     def __init__(
@@ -398,6 +416,12 @@ class DubbingService:
                 async with self.dubber:
                     if self.dubber.device and self.dubber.device.startswith("cuda"):
                         self.metrics.add_gpu(self.dubber.device)
+                    if self.dubber.stages.get("translator") is None:
+                        log.warning(
+                            "no translator: only streams whose source and target languages are the"
+                            " same are served; the others are refused with TRANSLATOR_UNAVAILABLE",
+                            extra={"event": "startup"},
+                        )
                     async with anyio.create_task_group() as streams_tg:
                         self._streams_tg = streams_tg
                         self.ready = True
@@ -452,18 +476,25 @@ class DubbingService:
                 log.warning(
                     "connection refused: missing or wrong token", extra={"event": "connect", "sid": sid}
                 )
-                raise socketio.exceptions.ConnectionRefusedError(
-                    {"code": ProtocolErrorCode.UNAUTHORIZED.value, "message": "missing or wrong token"}
-                )
-        if self._tg is None:
-            raise socketio.exceptions.ConnectionRefusedError(
-                {"code": ProtocolErrorCode.NOT_READY.value, "message": "the service is starting"}
+                raise _refusal(ProtocolErrorCode.UNAUTHORIZED, "missing or wrong token")
+        if not self.ready or self._tg is None:
+            # A connection is accepted only once the models are loaded, so that a load failure
+            # never drops clients that were already let in.
+            self.metrics.rejected_connections.inc()
+            log.warning(
+                f"connection refused: {self._not_ready_message()}", extra={"event": "connect", "sid": sid}
             )
+            raise _refusal(ProtocolErrorCode.NOT_READY, self._not_ready_message())
         connection = _Connection(self.sio, sid)
         self.connections[sid] = connection
         self._tg.start_soon(connection.run_writer)
         self.metrics.connections.set(len(self.connections))
         log.info("client connected", extra={"event": "connect", "sid": sid})
+
+    def _not_ready_message(self) -> str:
+        if self.load_error is not None:
+            return f"the models failed to load ({self.load_error}); see GET /ready"
+        return "the models are still loading; retry when GET /ready answers 200"
 
     async def _on_disconnect(self, sid: str, reason: object = None) -> None:
         connection = self.connections.pop(sid, None)
@@ -502,10 +533,7 @@ class DubbingService:
             init = StreamInit.parse(payload)
             stream_id = init.stream_id
             if not self.ready or self._streams_tg is None:
-                message = (
-                    "the models are still loading" if self.load_error is None else "the models failed to load"
-                )
-                raise ProtocolError(ProtocolErrorCode.NOT_READY, message)
+                raise ProtocolError(ProtocolErrorCode.NOT_READY, self._not_ready_message())
             if init.stream_id in self.sessions:
                 raise ProtocolError(
                     ProtocolErrorCode.STREAM_EXISTS, f"stream {init.stream_id!r} is already open"
@@ -521,6 +549,15 @@ class DubbingService:
                 raise ProtocolError(
                     ProtocolErrorCode.INVALID_CONFIG, "stream:init.config: missing target_language"
                 )
+            source = init.source_language or self.settings.source_language
+            if self.dubber.stages.get("translator") is None and not same_language(source, target):
+                raise ProtocolError(
+                    ProtocolErrorCode.TRANSLATOR_UNAVAILABLE,
+                    f"stream {init.stream_id!r} dubs {source or 'detected speech'} into {target}, which"
+                    " needs a translator, and this service runs without one; only streams with"
+                    " source_language equal to target_language (re-voicing) are served."
+                    f" {translator_setup_hint(service=True)}",
+                )
             max_inflight = min(init.max_inflight or self.settings.max_inflight, self.settings.max_inflight)
             overrides: dict[str, Any] = {
                 "target_language": target,
@@ -529,8 +566,9 @@ class DubbingService:
                 if init.timeout_ms is None
                 else init.timeout_ms / 1000,
             }
-            if init.source_language is not None:
-                overrides["source_language"] = init.source_language
+            if source is not None:
+                # Explicit, so that the Dubber decides on the source the check above used.
+                overrides["source_language"] = source
             if init.voice is not None:
                 overrides["voice"] = init.voice
             if init.fallback is not None:
@@ -542,14 +580,6 @@ class DubbingService:
             connection.streams.add(init.stream_id)
             try:
                 await self._streams_tg.start(session.run, self.dubber)
-            except ConfigurationError as exc:
-                self._drop(session)
-                code = (
-                    ProtocolErrorCode.UNSUPPORTED_LANGUAGE
-                    if "language" in str(exc)
-                    else ProtocolErrorCode.INVALID_CONFIG
-                )
-                raise ProtocolError(code, str(exc)) from None
             except StsdubError as exc:
                 self._drop(session)
                 raise ProtocolError(ProtocolErrorCode.INVALID_CONFIG, str(exc)) from None
@@ -785,17 +815,25 @@ class ServiceApp:
 
 
 def build_dubber(settings: ServerSettings) -> Dubber:
-    """The Dubber the settings describe (stages by registered name)."""
+    """The Dubber the settings describe (stages by registered name).
+
+    Raises:
+        ConfigurationError: A translator that cannot load as configured (``deepl`` without a
+            key, ``ctranslate2`` without a model), before any model loads.
+    """
+    translator = settings.chosen_translator()
+    if translator is not None:
+        check_translator(translator, settings.translator_options)
     return Dubber(
         asr=settings.asr,
-        translator=settings.translator,
+        translator=translator,
         synthesizer=settings.synthesizer,
         source_language=settings.source_language,
         target_language=settings.target_language,
         voice=settings.voice,
         device=settings.device,
         asr_options=settings.asr_options,
-        translator_options=settings.translator_options if settings.translator is not None else None,
+        translator_options=settings.translator_options if translator is not None else None,
         synthesizer_options=settings.synthesizer_options,
         max_inflight=settings.max_inflight,
         fragment_timeout=settings.fragment_timeout,

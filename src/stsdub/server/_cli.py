@@ -1,8 +1,10 @@
 """``stsdub serve``: run the dubbing service with uvicorn.
 
 Settings come from, in rising priority: an env file (``--env-file``), the environment, and
-the flags. This module imports nothing heavy until the command runs, so the ``stsdub``
-command stays quick and works without the ``server`` extra.
+the flags. The env file's other variables (``DEEPL_AUTH_KEY``…), which the stages read
+themselves, are added to the environment unless it has them. This module imports nothing
+heavy until the command runs, so the ``stsdub`` command stays quick and works without the
+``server`` extra.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import attrs
 
 from .._options import add_stage_option_argument
 from ..errors import StsdubError
-from ._settings import ServerSettings, read_env_file
+from ._settings import ENV_VARIABLES, ServerSettings, parse_translator, read_env_file
 
 __all__ = ["add_serve_command", "run_serve", "settings_from_args"]
 
@@ -59,7 +61,12 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     net.add_argument("--max-payload-bytes", type=int, default=None, help="largest base64 audio accepted")
     pipe = serve.add_argument_group("pipeline")
     pipe.add_argument("--asr", default=None, help="ASR stage name (STSDUB_ASR; default faster-whisper)")
-    pipe.add_argument("--translator", default=None, help="translator name or 'none' (STSDUB_TRANSLATOR)")
+    pipe.add_argument(
+        "--translator",
+        default=None,
+        help="translator name, 'none', or 'auto' (STSDUB_TRANSLATOR; default auto: deepl when"
+        " DEEPL_AUTH_KEY is set, else none, which serves same-language streams only)",
+    )
     pipe.add_argument(
         "--synthesizer", default=None, help="synthesizer name (STSDUB_SYNTHESIZER; default piper)"
     )
@@ -105,7 +112,7 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     }
     changes.update({k: v for k, v in direct.items() if v is not None})
     if args.translator is not None:
-        changes["translator"] = None if args.translator.lower() == "none" else args.translator
+        changes["translator"] = parse_translator(args.translator)
     if args.cors_origin:
         changes["cors_origins"] = tuple(args.cors_origin)
     if args.artifacts is not None:
@@ -133,11 +140,15 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
 def run_serve(args: argparse.Namespace) -> int:
     """Run the service until interrupted. Returns the exit status.
 
-    0 after a clean shutdown (Ctrl-C / SIGTERM), 1 when the models failed to load or the
-    address could not be bound, 2 for bad settings or a missing ``server`` extra.
+    0 after a clean shutdown (Ctrl-C / SIGTERM); 1 when the models failed to load (the reason
+    on stderr; no client was accepted, since connections wait for the models) or the address
+    could not be bound; 2 for bad settings (a translator that cannot load as configured
+    included) or a missing ``server`` extra.
     """
     try:
         settings = settings_from_args(args)
+        if args.env_file is not None:
+            _export_env_file(args.env_file)
     except StsdubError as exc:
         print(f"stsdub serve: error: {exc}", file=sys.stderr)
         return 2
@@ -188,9 +199,27 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if failures or not server.started:
+    if failures:
+        failure = failures[0]
+        print(
+            f"stsdub serve: error: the models failed to load: {type(failure).__name__}: {failure}",
+            file=sys.stderr,
+        )
+        return 1
+    if not server.started:
         return 1
     return 0
+
+
+def _export_env_file(path: Path) -> None:
+    """Put the env file's variables that the settings do not read into the environment.
+
+    The stages read some variables themselves (the DeepL stage reads ``DEEPL_AUTH_KEY``),
+    so those must reach ``os.environ``; the environment keeps priority over the file.
+    """
+    for key, value in read_env_file(path).items():
+        if key not in ENV_VARIABLES and value and key not in os.environ:
+            os.environ[key] = value
 
 
 def _after_shutdown(signum: int, frame: object) -> None:

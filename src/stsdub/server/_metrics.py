@@ -84,7 +84,9 @@ class ServiceMetrics:
         )
         self.connections = Gauge("sts_connections", "Socket.IO connections open now", registry=r)
         self.rejected_connections = Counter(
-            "sts_connections_rejected", "Connections refused (token missing or wrong)", registry=r
+            "sts_connections_rejected",
+            "Connections refused (token missing or wrong, or the models not loaded)",
+            registry=r,
         )
         self.models_ready = Gauge("sts_models_ready", "1 once the models are loaded", registry=r)
 

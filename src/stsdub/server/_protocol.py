@@ -59,6 +59,8 @@ class ProtocolErrorCode(str, enum.Enum):
     SEQUENCE_ERROR = "SEQUENCE_ERROR"
     UNSUPPORTED_LANGUAGE = "UNSUPPORTED_LANGUAGE"
     INVALID_CONFIG = "INVALID_CONFIG"
+    #: The stream needs translation and the service runs without a translator.
+    TRANSLATOR_UNAVAILABLE = "TRANSLATOR_UNAVAILABLE"
     STREAM_NOT_FOUND = "STREAM_NOT_FOUND"
     STREAM_EXISTS = "STREAM_EXISTS"
     STREAM_LIMIT_REACHED = "STREAM_LIMIT_REACHED"
@@ -184,6 +186,27 @@ class AudioFormat:
         return {"format": self.format, "sample_rate_hz": self.sample_rate, "channels": self.channels}
 
 
+def _audio_fields(config: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """The fields of a ``stream:init``'s audio format, in any of the forms clients send.
+
+    Nested: ``audio_format: {format, sample_rate_hz, channels}``. Flat, as the reference's
+    clients send it: ``audio_format: "pcm_s16le"`` (the format's name) with ``sample_rate_hz``
+    and ``channels`` beside it in ``config``, or those fields in ``config`` with no
+    ``audio_format`` at all.
+    """
+    audio_format = config.get("audio_format")
+    if audio_format is None:
+        return config
+    if isinstance(audio_format, str):
+        return {**config, "format": audio_format}
+    if not isinstance(audio_format, Mapping):
+        raise _invalid(
+            f"{where}.audio_format must be a JSON object or a format name such as {PCM_FORMAT!r},"
+            f" got {type(audio_format).__name__}"
+        )
+    return audio_format
+
+
 @attrs.frozen
 class StreamInit:
     """A parsed ``stream:init``."""
@@ -218,9 +241,7 @@ class StreamInit:
             raise ProtocolError(
                 ProtocolErrorCode.INVALID_CONFIG, f"{where}: voice_profile {voice[:40]!r} is not a valid name"
             )
-        # The audio format may be nested (audio_format) or flat in config, as in the reference.
-        audio_data = config.get("audio_format", config)
-        audio = AudioFormat.parse(_mapping(audio_data, f"{where}.audio_format"), where)
+        audio = AudioFormat.parse(_audio_fields(config, where), where)
         max_inflight = _optional(data, "max_inflight", int, what)
         if max_inflight is not None and max_inflight < 1:
             raise ProtocolError(

@@ -18,9 +18,10 @@ from typing import Any
 
 import attrs
 
+from .._defaults import AUTO, default_translator
 from ..errors import ConfigurationError
 
-__all__ = ["ENV_VARIABLES", "ServerSettings", "read_env_file"]
+__all__ = ["ENV_VARIABLES", "ServerSettings", "parse_translator", "read_env_file"]
 
 #: Sample rates a client may declare for its audio.
 ALLOWED_SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -162,7 +163,10 @@ class ServerSettings:
 
     # -- pipeline ---------------------------------------------------------------------------
     asr: str = "faster-whisper"
-    translator: str | None = "deepl"
+    #: A translator name; ``None`` for none (every stream must keep its language); or
+    #: ``"auto"``, the default: DeepL when a DeepL key is set, else none (see
+    #: :meth:`chosen_translator`), as ``stsdub dub`` chooses.
+    translator: str | None = AUTO
     synthesizer: str = "piper"
     asr_options: Mapping[str, Any] = attrs.field(factory=dict)
     translator_options: Mapping[str, Any] = attrs.field(factory=dict)
@@ -205,6 +209,16 @@ class ServerSettings:
     artifact_retention_hours: float = attrs.field(default=24.0, validator=_check_positive)
     artifact_max_count: int = attrs.field(default=1000, validator=_check_positive)
 
+    def chosen_translator(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The translator to load: :attr:`translator`, with ``"auto"`` resolved.
+
+        Args:
+            environ: Where ``DEEPL_AUTH_KEY`` is looked up; ``os.environ`` by default.
+        """
+        if self.translator == AUTO:
+            return default_translator(self.translator_options, environ)
+        return self.translator
+
     def critical_threshold(self, max_inflight: int) -> int:
         """Fragments outstanding on a stream at which further ones are rejected."""
         if self.backpressure_critical is not None:
@@ -236,10 +250,9 @@ class ServerSettings:
             found = get(*names)
             if found:
                 values[key] = _optional_str(found[1])
-        # "none" turns translation off (re-voicing in the source language).
         found = get(*_TRANSLATOR)
         if found:
-            values["translator"] = None if found[1].strip().lower() == "none" else found[1].strip()
+            values["translator"] = parse_translator(found[1])
         for key, names in _INT.items():
             found = get(*names)
             if found:
@@ -270,6 +283,16 @@ class ServerSettings:
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"invalid service settings: {exc}") from exc
+
+
+def parse_translator(text: str) -> str | None:
+    """A translator setting as typed: ``"none"`` is no translator, ``"auto"`` the default rule."""
+    value = text.strip()
+    if value.lower() == "none":
+        return None  # re-voicing in the source language only
+    if value.lower() == AUTO:
+        return AUTO
+    return value
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
