@@ -13,6 +13,7 @@ from . import __version__
 from ._defaults import AUTO, DEEPL_KEY_ENV, check_translator, default_translator, translator_setup_hint
 from ._languages import same_language
 from ._model import Status
+from ._models_cli import add_models_parser, run_models
 from ._options import add_stage_option_argument
 from ._plugins import StageRegistry, get_plugin_manager
 from .errors import ConfigurationError, StsdubError
@@ -29,6 +30,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_dub_parser(sub)
     add_serve_command(sub)
+    add_models_parser(sub)
     return parser
 
 
@@ -315,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plugins":
             return _cmd_plugins(args)
+        if args.command == "models":
+            return run_models(args)
         if args.command == "serve":
             return run_serve(args)
         return _cmd_dub(args)

