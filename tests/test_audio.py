@@ -54,6 +54,53 @@ def test_base64_decoding_is_strict() -> None:
     assert stsdub.base64_to_float(base64.b64encode(b"\x00\x40")).tolist() == [0.5]
 
 
+def test_pcm16_counts_the_bytes_of_any_memoryview() -> None:
+    data = np.array([16384, -16384], dtype="<i2")
+    assert stsdub.pcm16_to_float(memoryview(data)).tolist() == [0.5, -0.5]
+    # One 4-byte item is two samples (len() of that view is 1), a strided view its items in order.
+    assert stsdub.pcm16_to_float(memoryview(data.view("<i4"))).tolist() == [0.5, -0.5]
+    assert stsdub.pcm16_to_float(memoryview(np.tile(data, 2))[::2]).tolist() == [0.5, 0.5]
+
+
+def test_wrong_kinds_of_audio_input_are_invalid_audio() -> None:
+    ok = np.zeros(2, np.float32)
+    masked = np.ma.masked_array(np.array([np.nan, 0.1], np.float32), mask=[True, False])
+    calls = [
+        lambda: stsdub.base64_to_float(None),  # type: ignore[arg-type]
+        lambda: stsdub.base64_to_float(1234),  # type: ignore[arg-type]
+        lambda: stsdub.float_to_pcm16(ok, channels="2"),  # type: ignore[arg-type]
+        lambda: stsdub.float_to_pcm16(ok, channels=0),
+        lambda: stsdub.float_to_pcm16(ok, channels=10**12),
+        lambda: stsdub.pcm16_to_float(b"\x00\x00" * 65, channels=65),
+        lambda: stsdub.AudioBuffer.silence(float("nan"), 16_000),
+        lambda: stsdub.AudioBuffer.silence(-1, 16_000),
+        lambda: stsdub.AudioBuffer.silence("1", 16_000),  # type: ignore[arg-type]
+        lambda: stsdub.AudioBuffer(ok, 16_000).resampled(0),
+        lambda: stsdub.Fragment(0, masked, 16_000),  # NaN under the mask is still NaN
+    ]
+    for call in calls:
+        with pytest.raises(stsdub.InvalidAudioError):
+            call()
+    assert stsdub.AudioBuffer.silence(np.int8(2), 8_000).samples.size == 16_000
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("fragment_id", 5),
+        ("fragment_id", ""),
+        ("stream_id", 3),
+        ("stream_id", ""),
+        ("timestamp_ms", "10"),
+        ("timestamp_ms", True),
+        ("metadata", [("a", 1)]),
+    ],
+)
+def test_fragment_fields_are_checked(field: str, value: object) -> None:
+    with pytest.raises(stsdub.InvalidFragmentError, match=field):
+        stsdub.Fragment(0, np.zeros(4, np.float32), 16_000, **{field: value})
+
+
 def test_stereo_is_mixed_to_mono() -> None:
     left_right = np.array([16384, -16384, 8192, 8192], dtype="<i2").tobytes()
     assert stsdub.pcm16_to_float(left_right, channels=2).tolist() == [0.0, 0.25]

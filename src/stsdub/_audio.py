@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 #: Highest sample rate accepted anywhere (a typo guard, not a technical limit of any stage).
 MAX_SAMPLE_RATE = 384_000
+#: Most interleaved channels in PCM16 data (FFmpeg's limit; a typo guard like the rate's:
+#: duplicating audio to a billion channels would only exhaust memory).
+MAX_CHANNELS = 64
 # Float processing elsewhere may overshoot full scale by a hair; accept that, refuse the rest.
 _FULL_SCALE_TOLERANCE = 1e-4
 
@@ -59,7 +62,8 @@ def check_samples(samples: object, *, what: str = "audio", allow_empty: bool = F
         raise InvalidAudioError(f"{what}: samples are empty")
     if samples.size:
         # One pass for both checks: max(|x|) is NaN if any sample is NaN, inf if any is inf.
-        peak = float(np.max(np.abs(samples)))
+        # np.asarray: the plain values, so that a masked array cannot hide NaN from the check.
+        peak = float(np.max(np.abs(np.asarray(samples))))
         if not np.isfinite(peak):
             raise InvalidAudioError(f"{what}: samples contain NaN or infinity")
         if peak > 1.0 + _FULL_SCALE_TOLERANCE:
@@ -69,21 +73,37 @@ def check_samples(samples: object, *, what: str = "audio", allow_empty: bool = F
             )
 
 
+def _check_channels(channels: object) -> int:
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)):
+        raise InvalidAudioError(f"channels must be a positive int, got {channels!r}")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InvalidAudioError(f"channels must be between 1 and {MAX_CHANNELS}, got {channels}")
+    return int(channels)
+
+
 def pcm16_to_float(data: bytes | bytearray | memoryview, *, channels: int = 1) -> FloatArray:
     """Decode little-endian signed 16-bit PCM to float32 mono in [-1, 1).
 
     Args:
         data: Raw PCM16 bytes, interleaved when ``channels > 1``.
-        channels: Number of interleaved channels; they are averaged to mono.
+        channels: Number of interleaved channels (1 to :data:`MAX_CHANNELS`); they are
+            averaged to mono.
 
     Raises:
-        InvalidAudioError: The byte count is not a whole number of frames, or it is empty.
+        InvalidAudioError: ``data`` is not bytes, is empty, or is not a whole number of frames,
+            or ``channels`` is out of range.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidAudioError(f"PCM16 data must be bytes, got {type(data).__name__}")
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise InvalidAudioError(f"channels must be a positive int, got {channels!r}")
+    channels = _check_channels(channels)
     frame_bytes = 2 * channels
+    if isinstance(data, memoryview):
+        # A memoryview counts items, not bytes (an int32 view of 12 bytes has len() 3), and
+        # np.frombuffer refuses strided ones with BufferError; its bytes in order have neither.
+        try:
+            data = data.tobytes()
+        except ValueError as exc:  # a released view
+            raise InvalidAudioError(f"PCM16 data cannot be read: {exc}") from exc
     if len(data) == 0:
         raise InvalidAudioError("PCM16 data is empty")
     if len(data) % frame_bytes:
@@ -99,8 +119,14 @@ def pcm16_to_float(data: bytes | bytearray | memoryview, *, channels: int = 1) -
 
 
 def float_to_pcm16(samples: FloatArray, *, channels: int = 1) -> bytes:
-    """Encode float audio in [-1, 1] as little-endian PCM16, duplicated to ``channels``."""
+    """Encode float audio in [-1, 1] as little-endian PCM16, duplicated to ``channels``.
+
+    Raises:
+        InvalidAudioError: ``samples`` is not finite float32 mono audio in [-1, 1], or
+            ``channels`` is not an int from 1 to :data:`MAX_CHANNELS`.
+    """
     check_samples(samples, what="float_to_pcm16", allow_empty=True)
+    channels = _check_channels(channels)
     ints = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
     if channels > 1:
         ints = np.repeat(ints, channels)
@@ -108,7 +134,14 @@ def float_to_pcm16(samples: FloatArray, *, channels: int = 1) -> bytes:
 
 
 def base64_to_float(data: str | bytes, *, channels: int = 1) -> FloatArray:
-    """Decode base64-encoded PCM16 (strict alphabet and padding) to float32 mono."""
+    """Decode base64-encoded PCM16 (strict alphabet and padding) to float32 mono.
+
+    Raises:
+        InvalidAudioError: ``data`` is not base64 text, or not whole PCM16 frames.
+    """
+    # b64decode raises TypeError for anything else, which is the caller's data, not a bug.
+    if not isinstance(data, (str, bytes, bytearray, memoryview)):
+        raise InvalidAudioError(f"base64 audio must be str or bytes, got {type(data).__name__}")
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import enum
 import html
+import math
+import numbers
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -16,7 +18,7 @@ import attrs
 import numpy as np
 
 from . import _audio
-from .errors import InvalidAudioError, StageError
+from .errors import InvalidAudioError, InvalidFragmentError, StageError
 
 if TYPE_CHECKING:
     from ._audio import FloatArray
@@ -113,8 +115,20 @@ class AudioBuffer:
 
     @classmethod
     def silence(cls, seconds: float, sample_rate: int) -> AudioBuffer:
-        """Digital silence of the given duration."""
-        return cls(np.zeros(round(seconds * sample_rate), dtype=np.float32), sample_rate)
+        """Digital silence of the given duration.
+
+        Raises:
+            InvalidAudioError: ``seconds`` is negative or not a finite number, or the rate is bad.
+        """
+        rate = _buffer_rate(sample_rate)
+        # Checked here: NaN or a string would fail inside NumPy with ValueError or TypeError.
+        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+            raise InvalidAudioError(f"AudioBuffer.silence: seconds must be a number, got {seconds!r}")
+        # float(): a NumPy int8 of seconds times the rate would overflow in int8.
+        seconds = float(seconds)
+        if not 0 <= seconds < math.inf:
+            raise InvalidAudioError(f"AudioBuffer.silence: seconds must be finite and >= 0, got {seconds!r}")
+        return cls(np.zeros(round(seconds * rate), dtype=np.float32), rate)
 
     @property
     def duration(self) -> float:
@@ -122,7 +136,12 @@ class AudioBuffer:
         return self.samples.size / self.sample_rate
 
     def resampled(self, sample_rate: int) -> AudioBuffer:
-        """The same audio at another rate (soxr)."""
+        """The same audio at another rate (soxr).
+
+        Raises:
+            InvalidAudioError: ``sample_rate`` is not an int between 1 and 384000.
+        """
+        sample_rate = _buffer_rate(sample_rate)  # soxr would raise ValueError for 0
         if sample_rate == self.sample_rate:
             return self
         return AudioBuffer(_audio.resample(self.samples, self.sample_rate, sample_rate), sample_rate)
@@ -153,7 +172,33 @@ def _check_fragment_audio(inst: Fragment, _attr: object, value: object) -> None:
 
 def _check_sequence_number(_inst: Fragment, _attr: object, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InvalidAudioError(f"sequence_number must be a non-negative int, got {value!r}")
+        raise InvalidAudioError(f"sequence_number must be a non-negative int, got {_short(value)}")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_fragment_id(_inst: Fragment, _attr: object, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidFragmentError(f"fragment_id must be a non-empty str, got {_short(value)}")
+
+
+def _check_stream_id(_inst: Fragment, _attr: object, value: Any) -> None:
+    # The Dubber refuses an empty stream name too; None means "the stream it is sent to".
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidFragmentError(f"stream_id must be None or a non-empty str, got {_short(value)}")
+
+
+def _check_timestamp(_inst: Fragment, _attr: object, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+        raise InvalidFragmentError(f"timestamp_ms must be None or an int (milliseconds), got {_short(value)}")
+
+
+def _check_metadata(_inst: Fragment, _attr: object, value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise InvalidFragmentError(f"metadata must be a mapping, got {type(value).__name__}")
 
 
 def _new_id() -> str:
@@ -172,16 +217,22 @@ class Fragment:
         stream_id: The stream it belongs to; ``None`` means "the stream it is sent to".
         timestamp_ms: Optional media timestamp, carried through to the result untouched.
         metadata: Free-form data carried through to the result untouched.
+
+    Raises:
+        InvalidAudioError: The audio is not finite 1-D float32 in [-1, 1], the sample rate is
+            not an int in 1-384000, or the sequence number is not an int >= 0.
+        InvalidFragmentError: ``fragment_id``, ``stream_id``, ``timestamp_ms`` or
+            ``metadata`` has the wrong type (or an id is empty).
     """
 
     # Order matters: audio's validator names the sequence number, so it is checked first.
     sequence_number: int = attrs.field(validator=_check_sequence_number)
     audio: FloatArray = attrs.field(eq=_array_eq, validator=_check_fragment_audio)
     sample_rate: int = attrs.field(converter=_fragment_rate)
-    fragment_id: str = attrs.field(factory=_new_id)
-    stream_id: str | None = None
-    timestamp_ms: int | None = None
-    metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    fragment_id: str = attrs.field(factory=_new_id, validator=_check_fragment_id)
+    stream_id: str | None = attrs.field(default=None, validator=_check_stream_id)
+    timestamp_ms: int | None = attrs.field(default=None, validator=_check_timestamp)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False, validator=_check_metadata)
 
     @classmethod
     def from_pcm16(

@@ -15,7 +15,7 @@ from ._errors import MediaInputError, NoAudioStreamError
 if TYPE_CHECKING:
     from .._audio import FloatArray
 
-__all__ = ["MediaInfo", "SourceAudio", "probe", "read_audio"]
+__all__ = ["MediaInfo", "SourceAudio", "pictures", "probe", "read_audio"]
 
 # A decoded stream shorter than its container says by more than this is called truncated.
 # Generous on purpose: compressed formats only estimate their length in the header.
@@ -69,7 +69,10 @@ def _open(path: Path) -> Any:
     if path.stat().st_size == 0:
         raise MediaInputError(f"{path}: the file is empty")
     try:
-        return av.open(str(path), mode="r")
+        # Tags are free text that any tool writes in any encoding, and a corrupt file holds
+        # random bytes there. PyAV decodes them as strict UTF-8 while opening, so one bad
+        # byte in a title raised UnicodeDecodeError; the tags are never used for dubbing.
+        return av.open(str(path), mode="r", metadata_errors="replace")
     except av.error.FFmpegError as exc:
         raise MediaInputError(f"{path}: not a media file PyAV can read, or it is corrupt ({exc})") from exc
     except OSError as exc:
@@ -90,6 +93,13 @@ def _info(path: Path, container: Any) -> MediaInfo:
         raise NoAudioStreamError(f"{path}: no audio stream to dub (the file holds {', '.join(kinds)})")
     stream = audio[0]
     ctx = stream.codec_context
+    # PyAV leaves codec_context None when FFmpeg has no decoder for the stream's codec id,
+    # which is what a corrupt header declares as often as a codec missing from the build.
+    if ctx is None:
+        raise MediaInputError(
+            f"{path}: FFmpeg knows no decoder for its audio stream (a corrupt file, or a codec"
+            " this FFmpeg build lacks)"
+        )
     rate = int(ctx.sample_rate or 0)
     if rate <= 0:
         raise MediaInputError(f"{path}: the audio stream declares no sample rate; the file is corrupt")
@@ -105,8 +115,31 @@ def _info(path: Path, container: Any) -> MediaInfo:
         audio_codec=str(ctx.name),
         sample_rate=rate,
         channels=int(ctx.channels or 1),
-        video_codecs=tuple(str(s.codec_context.name) for s in container.streams.video if _is_picture(s)),
+        video_codecs=tuple(_codec_name(s) for s in container.streams.video if _is_picture(s)),
     )
+
+
+def _codec_name(stream: Any) -> str:
+    # No codec context: FFmpeg has no decoder for the codec id (see _info); only a video
+    # output needs one, and it says so (pictures()).
+    return "unknown" if stream.codec_context is None else str(stream.codec_context.name)
+
+
+def pictures(path: Path, container: Any) -> list[Any]:
+    """The picture streams of an open input (cover art excluded), to be copied untouched.
+
+    Raises:
+        MediaInputError: FFmpeg knows no codec for one of them, so PyAV cannot copy it.
+    """
+    found = [s for s in container.streams.video if _is_picture(s)]
+    for stream in found:
+        if stream.codec_context is None:
+            raise MediaInputError(
+                f"{path}: FFmpeg knows no codec for its picture stream #{stream.index}, so it"
+                " cannot be copied (a corrupt file, or a codec this FFmpeg build lacks); write an"
+                " audio file (.wav, .flac) instead"
+            )
+    return found
 
 
 def _check_wav_length(path: Path) -> None:
@@ -165,13 +198,23 @@ def read_audio(path: str | os.PathLike[str]) -> SourceAudio:
     with _open(path) as container:
         info = _info(path, container)
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=info.sample_rate)
+        resampler: Any = None
+        setup: tuple[object, ...] = ()
         chunks: list[np.ndarray] = []
         try:
             for frame in container.decode(stream):
-                # Frames without a timestamp-consistent layout still resample cleanly here.
+                # A stream may change its sample format, layout or rate midway (recordings
+                # joined together, or a corrupt frame header). PyAV's resampler refuses such a
+                # frame with ValueError, so flush it and start a new one for the new setup.
+                now = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if now != setup:
+                    if resampler is not None:
+                        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+                    resampler = av.AudioResampler(format="flt", layout="mono", rate=info.sample_rate)
+                    setup = now
                 chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+            if resampler is not None:
+                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
         except av.error.FFmpegError as exc:
             done = sum(c.size for c in chunks) / info.sample_rate
             raise MediaInputError(

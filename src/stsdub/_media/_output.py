@@ -19,8 +19,8 @@ import attrs
 import numpy as np
 
 from ._av import import_av
-from ._errors import MediaOutputError
-from ._input import _is_picture
+from ._errors import MediaInputError, MediaOutputError
+from ._input import _open, pictures
 
 if TYPE_CHECKING:
     from .._audio import FloatArray
@@ -78,6 +78,7 @@ def plan_output(
     Raises:
         MediaOutputError: Unknown suffix, video output for an input without picture, a codec
             the container cannot carry, a folder that cannot be written, or the input itself.
+        MediaInputError: The input's picture cannot be copied (FFmpeg knows no codec for it).
     """
     suffix = path.suffix.lower()
     if original is not None and original not in ORIGINAL_MODES:
@@ -117,12 +118,11 @@ def _check_remux(input_path: Path, plan: OutputPlan, *, keep_original_track: boo
     av = import_av()
     assert plan.audio_codec is not None
     try:
-        with av.open(str(input_path), mode="r") as source:
+        with _open(input_path) as source:
             out = av.open(io.BytesIO(), mode="w", format=plan.container)
             try:
-                for stream in source.streams.video:
-                    if _is_picture(stream):
-                        out.add_stream_from_template(stream)
+                for stream in pictures(input_path, source):
+                    out.add_stream_from_template(stream)
                 out.add_stream(AUDIO_CODECS[plan.audio_codec], rate=48000, layout="mono")
                 if keep_original_track:
                     out.add_stream_from_template(source.streams.audio[0])
@@ -255,6 +255,11 @@ def write_video(
     Video packets are remuxed as they are (no decoding, no re-encoding); the dubbed track is
     encoded with ``plan.audio_codec``. With ``keep_original_track`` the input's first audio
     stream is copied untouched as a second, non-default track.
+
+    Raises:
+        MediaInputError: The input cannot be read, or a packet to copy is corrupt (its
+            timestamps go backwards, say).
+        MediaOutputError: The container refuses the streams, or writing fails.
     """
     av = import_av()
     assert plan.audio_codec is not None
@@ -267,11 +272,11 @@ def write_video(
         sample_rate = rate
     try:
         with (
-            av.open(str(input_path), mode="r") as source,
+            _open(input_path) as source,
             av.open(str(path), mode="w", format=plan.container) as out,
         ):
-            pictures = [s for s in source.streams.video if _is_picture(s)]
-            streams = {s.index: out.add_stream_from_template(s) for s in pictures}
+            copied = pictures(input_path, source)
+            streams = {s.index: out.add_stream_from_template(s) for s in copied}
             dubbed = out.add_stream(codec, rate=sample_rate, layout="mono")
             if language:
                 dubbed.metadata["title"] = f"dubbed ({language})"
@@ -279,10 +284,14 @@ def write_video(
             if original is not None:
                 streams[original.index] = out.add_stream_from_template(original)
                 streams[original.index].metadata["title"] = "original"
+                copied.append(original)
+            # The header now, not at the first packet: what the container refuses shows up
+            # here, and any later refusal of a copied packet is the input's fault.
+            out.start_encoding()
             packets = _encode(dubbed, samples, sample_rate)
             pending = next(packets, None)
             # Interleave by time, so players and muxers never wait on one stream.
-            for packet in source.demux(*pictures, *([original] if original is not None else [])):
+            for packet in _demux(input_path, source, copied):
                 if packet.dts is None:
                     continue  # the demuxer's end-of-stream marker
                 now = packet.dts * packet.time_base
@@ -292,12 +301,36 @@ def write_video(
                     out.mux(pending)
                     pending = next(packets, None)
                 packet.stream = streams[packet.stream.index]
-                out.mux(packet)
+                try:
+                    out.mux(packet)
+                except av.error.FFmpegError as exc:
+                    # Copied as read: a corrupt file's timestamps that go backwards, mostly.
+                    raise MediaInputError(
+                        f"{input_path}: its {packet.stream.type} cannot be copied: the packet at"
+                        f" {float(now):.2f} s is corrupt ({exc})"
+                    ) from exc
             while pending is not None:
                 out.mux(pending)
                 pending = next(packets, None)
     except (av.error.FFmpegError, ValueError) as exc:
+        # plan.path, not path: path is the hidden temporary file the output is staged in.
         raise MediaOutputError(
-            f"{path}: cannot write {plan.container} with the picture copied untouched and"
+            f"{plan.path}: cannot write {plan.container} with the picture copied untouched and"
             f" {plan.audio_codec} audio ({exc}); a Matroska output (.mkv) carries almost any codec"
         ) from exc
+
+
+def _demux(input_path: Path, source: Any, streams: list[Any]) -> Iterator[Any]:
+    """The packets of ``streams``; a read error is the input's (MediaInputError)."""
+    av = import_av()
+    packets = source.demux(*streams)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:
+            raise MediaInputError(
+                f"{input_path}: cannot read the streams to copy: the file is corrupt ({exc})"
+            ) from exc
+        yield packet
