@@ -2,7 +2,8 @@
 
 - :class:`FakeASR`, :class:`FakeTranslator`, :class:`FakeSynthesizer`: stages without
   models, with configurable latency, failures (by error code) and hangs, sync or async,
-  with or without batch methods. They record every request they get.
+  with or without batch methods. They record every request they get, unless built with
+  ``record=False`` (for long runs).
 - :func:`check_stage` / :func:`check_plugin`: a conformance check a plugin author can call
   from any test suite (or a plain script); it raises :class:`ConformanceError` listing
   every way the stage breaks the contract.

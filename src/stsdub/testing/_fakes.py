@@ -32,6 +32,11 @@ Failures = Mapping[int, ErrorCode | str] | Callable[[Any], ErrorCode | str | Non
 class _FakeStage(Generic[Req]):
     """Shared behaviour: latency, failures by code, hangs, call records.
 
+    By default a fake keeps every request it receives, in order, in ``requests`` (and the
+    size of every batch call in ``batches``), so that tests can inspect them. That memory
+    grows with every fragment: for long runs (soak tests, benchmarks) pass ``record=False``,
+    and only the counters ``calls``, ``active`` and ``max_active`` are kept up to date.
+
     Args:
         latency: Seconds each call takes, or a function of the request giving them.
         fail: ``{sequence_number: ErrorCode}`` or a function of the request returning an
@@ -43,6 +48,18 @@ class _FakeStage(Generic[Req]):
         mode: ``"sync"`` (the pipeline runs it in a thread) or ``"async"``.
         batch: Also offer the ``*_batch`` method, so the pipeline batches across streams.
         concurrency: Exposed as the ``concurrency`` attribute the pipeline honours.
+        device: Exposed as the ``device`` attribute, as a factory-built stage has it.
+        record: Keep each request in ``requests`` and each batch size in ``batches``.
+            ``False``: both stay empty, nothing per request is kept (``fail_times`` still
+            remembers how often each failing sequence number failed).
+
+    Attributes:
+        requests: Every request received, in arrival order (empty with ``record=False``).
+        batches: The number of requests in each batch call (empty with ``record=False``).
+        calls: How many requests were received, batched or not; counted either way.
+        active: Requests being worked on now.
+        max_active: The most requests worked on at once so far.
+        closed: Whether ``close()`` was called.
     """
 
     kind = ""
@@ -59,6 +76,7 @@ class _FakeStage(Generic[Req]):
         batch: bool = False,
         concurrency: int = 1,
         device: str = "cpu",
+        record: bool = True,
     ) -> None:
         if mode not in ("sync", "async"):
             raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
@@ -70,8 +88,10 @@ class _FakeStage(Generic[Req]):
         self.mode = mode
         self.device = device
         self.concurrency = concurrency
+        self.record = record
         self.requests: list[Req] = []
         self.batches: list[int] = []
+        self.calls = 0
         self.active = 0
         self.max_active = 0
         self.closed = False
@@ -89,7 +109,9 @@ class _FakeStage(Generic[Req]):
 
     def _enter(self, request: Req) -> tuple[float, ErrorCode | None, bool]:
         with self._lock:
-            self.requests.append(request)
+            self.calls += 1
+            if self.record:
+                self.requests.append(request)
             self.active += 1
             self.max_active = max(self.max_active, self.active)
             seq = request.sequence_number
@@ -101,6 +123,11 @@ class _FakeStage(Generic[Req]):
                     code = None
         latency = self.latency(request) if callable(self.latency) else self.latency
         return float(latency), code, seq in self.hang
+
+    def _record_batch(self, size: int) -> None:
+        if self.record:
+            with self._lock:
+                self.batches.append(size)
 
     def _failure_for(self, request: Req) -> ErrorCode | None:
         if self.fail is None:
@@ -134,7 +161,7 @@ class _FakeStage(Generic[Req]):
             self._leave()
 
     def _batch_sync(self, requests: list[Req]) -> list[Any]:
-        self.batches.append(len(requests))
+        self._record_batch(len(requests))
         entered = [self._enter(r) for r in requests]
         try:
             hangs = any(h for _, _, h in entered)
@@ -145,7 +172,7 @@ class _FakeStage(Generic[Req]):
                 self._leave()
 
     async def _batch_async(self, requests: list[Req]) -> list[Any]:
-        self.batches.append(len(requests))
+        self._record_batch(len(requests))
         entered = [self._enter(r) for r in requests]
         try:
             hangs = any(h for _, _, h in entered)
