@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements.lock .ci/setup
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/stsdub dub examples/sample_en.flac -o out/sample_dubbed.wav --from en --to en
+	$(VENV)/bin/stsdub dub examples/sample_en.flac -o out/sample_dubbed.wav --from en --to es
 
 test: $(STAMP)
 	$(PY) -m pytest

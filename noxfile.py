@@ -70,7 +70,9 @@ def benchmarks(session: nox.Session) -> None:
         "bench_pipeline.py",
         "bench_asr.py",
         "bench_translator.py",
+        "bench_apertium.py",
         "bench_synthesis.py",
+        "bench_espeak.py",
         "bench_server.py",
         "bench_e2e.py",
         "bench_soak.py",
@@ -91,5 +93,5 @@ def demo(session: nox.Session) -> None:
         "--from",
         "en",
         "--to",
-        "en",
+        "es",
     )

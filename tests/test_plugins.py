@@ -55,7 +55,9 @@ def test_builtin_stages_are_registered_as_plugins() -> None:
         ("asr", "faster-whisper"),
         ("translator", "deepl"),
         ("translator", "ctranslate2"),
+        ("translator", "apertium"),
         ("synthesizer", "piper"),
+        ("synthesizer", "espeak"),
         ("synthesizer", "xtts"),
         ("asr", "fake"),
     ]:
@@ -123,6 +125,21 @@ def test_plugins_command_lists_kind_name_and_package(capsys: pytest.CaptureFixtu
     assert fake["package"] == "stsdub" and fake["available"] is True
     assert main(["plugins"]) == 0
     assert "faster-whisper" in capsys.readouterr().out
+
+
+def test_plugins_command_says_what_an_installed_stage_still_needs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DEEPL_AUTH_KEY", raising=False)
+    assert main(["plugins", "--json"]) == 0
+    rows = {(r["kind"], r["name"]): r for r in json.loads(capsys.readouterr().out)}
+    assert "DEEPL_AUTH_KEY" in rows[("translator", "deepl")]["needs"]
+    assert "translator.model" in rows[("translator", "ctranslate2")]["needs"]
+    assert rows[("asr", "fake")]["needs"] is None
+    monkeypatch.setenv("DEEPL_AUTH_KEY", "k")
+    assert main(["plugins", "--json"]) == 0
+    rows = {(r["kind"], r["name"]): r for r in json.loads(capsys.readouterr().out)}
+    assert rows[("translator", "deepl")]["needs"] is None
 
 
 def test_example_plugin_is_discovered_and_usable_by_name(example_plugin_installed: None) -> None:

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._defaults import AUTO, DEEPL_KEY_ENV, check_translator, default_translator, translator_setup_hint
+from ._defaults import (
+    AUTO,
+    DEEPL_KEY_ENV,
+    check_translator,
+    configuration_needed,
+    default_synthesizer,
+    default_translator,
+    translator_setup_hint,
+)
 from ._languages import same_language
 from ._model import Status
 from ._models_cli import add_models_parser, run_models
@@ -43,6 +51,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             "package": s.package,
             "available": s.available,
             "install": None if s.available else s.install_hint,
+            # Installed, yet not usable until configured (a key, a model, a language pair).
+            "needs": configuration_needed(s.kind, s.name) if s.available and s.package == "stsdub" else None,
             "description": s.description,
         }
         for s in registry
@@ -55,7 +65,12 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
     table = Table("kind", "name", "package", "status", "description")
     for row in rows:
-        status = "ready" if row["available"] else f"needs: {row['install']}"
+        if not row["available"]:
+            status = f"not installed: {row['install']}"
+        elif row["needs"]:
+            status = f"installed; needs {row['needs']}"
+        else:
+            status = "ready"
         table.add_row(row["kind"], row["name"], row["package"] or "?", status, row["description"])
     Console().print(table)
     return 0
@@ -99,9 +114,15 @@ def _add_dub_parser(sub: Any) -> None:
     stages.add_argument(
         "--translator",
         default=None,
-        help=f"translator (default: deepl when {DEEPL_KEY_ENV} is set; none when re-voicing)",
+        help=f"translator (default: deepl when {DEEPL_KEY_ENV} is set, else apertium when a pair is"
+        " installed; none when re-voicing)",
     )
-    stages.add_argument("--synthesizer", default="piper", help="speech synthesizer (default: piper)")
+    stages.add_argument(
+        "--synthesizer",
+        default=None,
+        help="speech synthesizer (default: piper for English or a configured voice, else espeak"
+        " when it speaks the language)",
+    )
     stages.add_argument("--voice", default=None, help="voice of the synthesizer")
     stages.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     add_stage_option_argument(stages)
@@ -172,7 +193,7 @@ def _choose_translator(args: argparse.Namespace, options: dict[str, Any]) -> str
     # The same words as the service's --translator: not set or "auto" applies the shared rule.
     translator: str | None
     if args.translator is None or args.translator.lower() == AUTO:
-        translator = default_translator(options)
+        translator = default_translator(options, source=args.source, target=args.target)
     elif args.translator.lower() == "none":
         translator = None
     else:
@@ -217,9 +238,12 @@ def _cmd_dub(args: argparse.Namespace) -> int:
     for kind, name, value in args.option:
         options[kind][name] = value
     translator = _choose_translator(args, options["translator"])
+    synthesizer = args.synthesizer
+    if synthesizer is None or synthesizer.lower() == AUTO:
+        synthesizer = default_synthesizer(args.target, options["synthesizer"])
     # Unknown or uninstalled stages are reported now, not after the first model has loaded.
     registry = StageRegistry.from_plugin_manager(get_plugin_manager())
-    for kind, name in (("asr", args.asr), ("translator", translator), ("synthesizer", args.synthesizer)):
+    for kind, name in (("asr", args.asr), ("translator", translator), ("synthesizer", synthesizer)):
         if name is not None:
             registry.get(kind, name)
     segmentation = Segmentation(
@@ -232,7 +256,7 @@ def _cmd_dub(args: argparse.Namespace) -> int:
     dubber = Dubber(
         asr=args.asr,
         translator=translator,
-        synthesizer=args.synthesizer,
+        synthesizer=synthesizer,
         source_language=args.source,
         target_language=args.target,
         voice=args.voice,

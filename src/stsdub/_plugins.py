@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -51,6 +52,7 @@ class StageSpec:
         description: One line for ``stsdub plugins``.
         requires: Modules the factory needs; when one is missing the stage is listed as
             unavailable and choosing it raises an error with ``install_hint``.
+        requires_commands: Programs the stage runs (looked up on ``PATH``), as ``requires``.
         install_hint: What to run to get the requirements, e.g. ``pip install 'stsdub[piper]'``.
         package: The distribution that provides the stage; filled in at discovery.
     """
@@ -61,12 +63,14 @@ class StageSpec:
     description: str = ""
     requires: tuple[str, ...] = attrs.field(default=(), converter=_names)
     install_hint: str | None = None
+    requires_commands: tuple[str, ...] = attrs.field(default=(), converter=_names)
     package: str | None = None
 
     @property
     def missing(self) -> tuple[str, ...]:
-        """Required modules that cannot be imported here."""
-        return tuple(m for m in self.requires if not _module_available(m))
+        """Required modules that cannot be imported here, and required programs not on ``PATH``."""
+        modules = tuple(m for m in self.requires if not _module_available(m))
+        return modules + tuple(c for c in self.requires_commands if shutil.which(c) is None)
 
     @property
     def available(self) -> bool:

@@ -229,11 +229,13 @@ def test_serve_exits_2_at_once_for_deepl_without_a_key() -> None:
 
 
 @pytest.mark.anyio
-async def test_serve_on_a_fresh_machine_revoices_and_refuses_translation_clearly() -> None:
-    """No translator named and no DeepL key: the service starts without one."""
+async def test_serve_on_a_fresh_machine_revoices_and_refuses_translation_clearly(tmp_path: Path) -> None:
+    """No translator named, no DeepL key, no Apertium pair: the service starts without one."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _start("--port", str(port), "--asr", "fake", "--synthesizer", "fake", env={"STSDUB_DEVICE": "cpu"})
+    # Apertium's data directory without a pair, as on a machine without Debian's packages.
+    env = {"STSDUB_DEVICE": "cpu", "APERTIUM_DATADIR": str(tmp_path)}
+    proc = _start("--port", str(port), "--asr", "fake", "--synthesizer", "fake", env=env)
     try:
         await _wait_ready(url, proc)
         client = socketio.AsyncClient(reconnection=False)

@@ -158,7 +158,7 @@ def test_translator_unavailable_is_a_permanent_error() -> None:
 @pytest.mark.parametrize(
     ("setting", "options", "environ", "expected"),
     [
-        ("auto", {}, {}, None),  # a fresh machine: no translator
+        ("auto", {}, {}, None),  # a fresh machine without Apertium: no translator
         ("auto", {}, {"DEEPL_AUTH_KEY": "k"}, "deepl"),
         ("auto", {"auth_key": "k"}, {}, "deepl"),
         ("auto", {}, {"DEEPL_AUTH_KEY": ""}, None),
@@ -167,8 +167,15 @@ def test_translator_unavailable_is_a_permanent_error() -> None:
     ],
 )
 def test_the_service_and_the_dub_command_choose_a_translator_by_one_rule(
-    setting: str | None, options: dict[str, str], environ: dict[str, str], expected: str | None
+    setting: str | None,
+    options: dict[str, str],
+    environ: dict[str, str],
+    expected: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A fresh machine has no Apertium pair either (the rule with one: tests/test_defaults.py).
+    monkeypatch.setenv("APERTIUM_DATADIR", str(tmp_path))
     settings = ServerSettings(translator=setting, translator_options=options)
     assert settings.chosen_translator(environ) == expected
     if setting == "auto":

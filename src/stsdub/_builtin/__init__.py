@@ -43,6 +43,14 @@ def stsdub_register_stages() -> list[StageSpec]:
             install_hint=_hint("ct2"),
         ),
         StageSpec(
+            kind="translator",
+            name="apertium",
+            factory="stsdub._builtin.apertium:ApertiumTranslator",
+            description="Apertium rule-based MT from Debian's packages (offline; the installed pairs)",
+            requires_commands=("apertium",),
+            install_hint="apt-get install apertium apertium-eng-spa (one package per language pair)",
+        ),
+        StageSpec(
             kind="synthesizer",
             name="piper",
             factory="stsdub._builtin.piper:PiperSynthesizer",
@@ -57,6 +65,14 @@ def stsdub_register_stages() -> list[StageSpec]:
             description="Coqui XTTS v2 with voice cloning from reference audio",
             requires=("TTS", "torch"),
             install_hint=_hint("xtts"),
+        ),
+        StageSpec(
+            kind="synthesizer",
+            name="espeak",
+            factory="stsdub._builtin.espeak:ESpeakSynthesizer",
+            description="eSpeak NG formant voices for 100+ languages (offline, tiny, fast)",
+            requires_commands=("espeak-ng",),
+            install_hint="apt-get install espeak-ng",
         ),
         StageSpec(
             kind="asr",

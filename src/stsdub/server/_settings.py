@@ -216,7 +216,9 @@ class ServerSettings:
             environ: Where ``DEEPL_AUTH_KEY`` is looked up; ``os.environ`` by default.
         """
         if self.translator == AUTO:
-            return default_translator(self.translator_options, environ)
+            return default_translator(
+                self.translator_options, environ, source=self.source_language, target=self.target_language
+            )
         return self.translator
 
     def critical_threshold(self, max_inflight: int) -> int:
