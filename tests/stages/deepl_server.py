@@ -36,10 +36,12 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import attrs
+
+from ..loopback import running
 
 SOURCE_LANGUAGES = {
     "BG": "Bulgarian", "CS": "Czech", "DA": "Danish", "DE": "German", "EL": "Greek",
@@ -271,50 +273,13 @@ def _handler(state: DeepLServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        """Close kept-alive connections too, so a stopped server is really gone for clients."""
-        with self.connections_lock:
-            for conn in self.connections:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout) leaves a closed socket behind; that is expected here.
-        pass
-
-
 @contextlib.contextmanager
 def deepl_server(**settings: Any) -> Iterator[DeepLServer]:
     """Run a DeepL-compatible server on 127.0.0.1 (a free port) for the block's duration."""
     state = DeepLServer(**settings)
-    server = _Server(("127.0.0.1", 0), _handler(state))
-    host, port = server.server_address[:2]
-    state.url = f"http://{host}:{port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state._released.set()  # let hung handlers go
-        server.shutdown()
-        server.drop_connections()
-        server.server_close()
-        thread.join(timeout=5)
+    with running(_handler(state)) as server:
+        state.url = f"http://127.0.0.1:{server.port}"
+        try:
+            yield state
+        finally:
+            state._released.set()  # let hung handlers go before the server stops

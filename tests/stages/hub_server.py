@@ -29,15 +29,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import attrs
+
+from ..loopback import running
 
 #: Suffixes the Hub's default ``.gitattributes`` keeps in LFS.
 LFS_SUFFIXES = frozenset({".onnx", ".safetensors", ".bin", ".model", ".spm", ".h5", ".ot"})
@@ -306,51 +307,12 @@ def _handler(state: HubServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        """Close kept-alive connections too, so a stopped server is really gone for clients."""
-        with self.connections_lock:
-            for conn in self.connections:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up leaves a closed socket behind; that is expected here.
-        pass
-
-
 @contextlib.contextmanager
 def hub_server() -> Iterator[HubServer]:
     """Run the Hub look-alike on 127.0.0.1 (a free port) for the block's duration."""
     state = HubServer()
-    server = _Server(("127.0.0.1", 0), _handler(state))
-    port = server.server_address[1]
-    state.url = f"http://127.0.0.1:{port}"
-    # Another origin for the same server, as the Hub's CDN is another host.
-    state.cdn_url = f"http://localhost:{port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(_handler(state)) as server:
+        state.url = f"http://127.0.0.1:{server.port}"
+        # Another origin for the same server, as the Hub's CDN is another host.
+        state.cdn_url = f"http://localhost:{server.port}"
         yield state
-    finally:
-        server.shutdown()
-        server.drop_connections()
-        server.server_close()
-        thread.join(timeout=5)
