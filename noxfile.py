@@ -76,6 +76,9 @@ def benchmarks(session: nox.Session) -> None:
         "bench_server.py",
         "bench_e2e.py",
         "bench_soak.py",
+        "bench_fit.py",
+        "bench_soundtrack.py",
+        "bench_ray.py",
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)
 

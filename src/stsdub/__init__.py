@@ -26,7 +26,9 @@ from ._model import AudioAsset as AudioAsset
 from ._model import AudioBuffer as AudioBuffer
 from ._model import BackpressureEvent as BackpressureEvent
 from ._model import DubResult as DubResult
+from ._model import Fit as Fit
 from ._model import Fragment as Fragment
+from ._model import LengthBudget as LengthBudget
 from ._model import Segment as Segment
 from ._model import Severity as Severity
 from ._model import Status as Status
@@ -43,6 +45,10 @@ from ._pipeline._stream import Stream as Stream
 from ._plugins import StageRegistry as StageRegistry
 from ._plugins import StageSpec as StageSpec
 from ._plugins import get_plugin_manager as get_plugin_manager
+from ._project import DubProject as DubProject
+from ._project import ProjectSegment as ProjectSegment
+from ._separation import Separation as Separation
+from ._separation import SeparationRequest as SeparationRequest
 from .errors import ConfigurationError as ConfigurationError
 from .errors import ErrorCode as ErrorCode
 from .errors import InvalidAudioError as InvalidAudioError
@@ -52,6 +58,7 @@ from .errors import MediaInputError as MediaInputError
 from .errors import MediaOutputError as MediaOutputError
 from .errors import NoAudioStreamError as NoAudioStreamError
 from .errors import PluginError as PluginError
+from .errors import ProjectError as ProjectError
 from .errors import SequenceError as SequenceError
 from .errors import StageError as StageError
 from .errors import StageLoadError as StageLoadError
@@ -74,22 +81,29 @@ __all__ = [
     "BackpressureLevels",
     "ConfigurationError",
     "DubIterator",
+    "DubProject",
     "DubResult",
     "DubbedFile",
     "Dubber",
     "DurationPolicy",
     "ErrorCode",
     "FileProgress",
+    "Fit",
     "Fragment",
     "InvalidAudioError",
     "InvalidFragmentError",
+    "LengthBudget",
     "MediaError",
     "MediaInputError",
     "MediaOutputError",
     "NoAudioStreamError",
     "PluginError",
+    "ProjectError",
+    "ProjectSegment",
     "Segment",
     "Segmentation",
+    "Separation",
+    "SeparationRequest",
     "SequenceError",
     "Severity",
     "StageError",

@@ -24,7 +24,9 @@ from ._model import Status
 from ._models_cli import add_models_parser, run_models
 from ._options import add_stage_option_argument
 from ._plugins import StageRegistry, get_plugin_manager
-from .errors import ConfigurationError, StsdubError
+from ._timing import RUSHED_TEMPO, fit_summary, write_timing_report
+from .errors import ConfigurationError, ProjectError, StsdubError
+from .ray._cli import add_ray_parser, run_ray
 from .server._cli import add_serve_command, run_serve
 
 
@@ -39,6 +41,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_dub_parser(sub)
     add_serve_command(sub)
     add_models_parser(sub)
+    add_ray_parser(sub)
     return parser
 
 
@@ -79,10 +82,18 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 _PHASES = {
     "decode": "reading the input",
     "segment": "finding speech",
+    "separate": "separating voice and background",
     "load": "loading models",
     "dub": "dubbing",
     "write": "writing",
+    "transcribe": "transcribing",
+    "translate": "translating",
 }
+#: Files a folder or glob given to ``stsdub dub`` contributes to a batch.
+_MEDIA_SUFFIXES = frozenset(
+    {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif"}
+    | {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
+)
 
 
 def _add_dub_parser(sub: Any) -> None:
@@ -94,13 +105,20 @@ def _add_dub_parser(sub: Any) -> None:
             " the input's picture untouched. Subtitles are written next to the output."
         ),
     )
-    dub.add_argument("input", type=Path, help="audio or video file to dub (anything FFmpeg reads)")
+    dub.add_argument(
+        "input",
+        type=Path,
+        nargs="*",
+        help="audio or video file to dub (anything FFmpeg reads); several files, a folder or a"
+        " quoted glob dub them all into the folder -o, with the models loaded once",
+    )
     dub.add_argument(
         "-o",
         "--output",
         type=Path,
-        required=True,
-        help="dubbed file: .wav or .flac for audio; .mp4, .mkv, .mov or .webm keeps the input's picture",
+        default=None,
+        help="dubbed file: .wav or .flac for audio; .mp4, .mkv, .mov or .webm keeps the input's picture;"
+        " a folder for many inputs; optional with --resume",
     )
     dub.add_argument(
         "--from",
@@ -108,9 +126,44 @@ def _add_dub_parser(sub: Any) -> None:
         default=None,
         help="language of the speech (default: detect); the same as --to re-voices without translating",
     )
-    dub.add_argument("--to", dest="target", required=True, help="language to dub into")
+    dub.add_argument(
+        "--to", dest="target", default=None, help="language to dub into (required, but with --resume)"
+    )
+    review = dub.add_argument_group("review and resume (see docs/projects.md)")
+    review.add_argument(
+        "--stop-after",
+        choices=("transcribe", "translate"),
+        default=None,
+        help="save the project (<output stem>.stsdub/ beside the output) with transcript.srt /"
+        " translation.srt after this phase and stop, for review",
+    )
+    review.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="PROJECT",
+        help="continue a project folder (or its project.json) with its edits; only what changed is"
+        " synthesized again",
+    )
+    review.add_argument(
+        "--project", action="store_true", help="keep a project beside the output in a full run too"
+    )
+    review.add_argument(
+        "--transcript-srt",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="use these cues as the segments and their transcript (no speech recognition)",
+    )
+    review.add_argument(
+        "--translation-srt",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="use this translation (no translator); cues are matched to the segments by time",
+    )
     stages = dub.add_argument_group("stages (see `stsdub plugins`)")
-    stages.add_argument("--asr", default="faster-whisper", help="speech recognizer (default: faster-whisper)")
+    stages.add_argument("--asr", default=None, help="speech recognizer (default: faster-whisper)")
     stages.add_argument(
         "--translator",
         default=None,
@@ -146,6 +199,19 @@ def _add_dub_parser(sub: Any) -> None:
         help="shortest pause that ends a fragment, seconds (default: 0.3)",
     )
     out = dub.add_argument_group("output")
+    out.add_argument(
+        "--background",
+        choices=("auto", "separate", "duck", "none"),
+        default="auto",
+        help="keep music and effects under the dub: the separator's background track, or the"
+        " original ducked wherever anyone speaks (default auto: separate when --separator is"
+        " given, else duck; none with --original mix)",
+    )
+    out.add_argument(
+        "--separator",
+        default=None,
+        help="voice / background separator for --background separate (default there: demucs)",
+    )
     out.add_argument(
         "--original",
         choices=("none", "track", "mix"),
@@ -184,6 +250,13 @@ def _add_dub_parser(sub: Any) -> None:
     )
     run.add_argument("--allow-failures", action="store_true", help="exit 0 even when fragments failed")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="REPORT.json",
+        help="write how each segment was fitted to its time (speed, stretch, shortened, borrowed)",
+    )
 
 
 def _choose_translator(args: argparse.Namespace, options: dict[str, Any]) -> str | None:
@@ -234,16 +307,26 @@ def _cmd_dub(args: argparse.Namespace) -> int:
     from ._files import FileProgress, adub_file
     from ._media import Segmentation
 
-    options: dict[str, dict[str, Any]] = {"asr": {}, "translator": {}, "synthesizer": {}}
+    options: dict[str, dict[str, Any]] = {"asr": {}, "translator": {}, "synthesizer": {}, "separator": {}}
+    if args.resume is not None:
+        _from_project(args, options)
     for kind, name, value in args.option:
         options[kind][name] = value
+    if args.target is None:
+        raise ConfigurationError("--to LANG is required (it may be left out with --resume)")
+    args.asr = args.asr or "faster-whisper"
+    pairs, batch = _inputs(args)
     translator = _choose_translator(args, options["translator"])
     synthesizer = args.synthesizer
     if synthesizer is None or synthesizer.lower() == AUTO:
         synthesizer = default_synthesizer(args.target, options["synthesizer"])
     # Unknown or uninstalled stages are reported now, not after the first model has loaded.
     registry = StageRegistry.from_plugin_manager(get_plugin_manager())
-    for kind, name in (("asr", args.asr), ("translator", translator), ("synthesizer", synthesizer)):
+    separator = args.separator
+    if separator is None and args.background == "separate":
+        separator = "demucs"
+    chosen = [("asr", args.asr), ("translator", translator), ("synthesizer", synthesizer)]
+    for kind, name in [*chosen, ("separator", separator)]:
         if name is not None:
             registry.get(kind, name)
     segmentation = Segmentation(
@@ -264,6 +347,8 @@ def _cmd_dub(args: argparse.Namespace) -> int:
         asr_options=options["asr"],
         translator_options=options["translator"] if translator is not None else None,
         synthesizer_options=options["synthesizer"],
+        separator=separator,
+        separator_options=options["separator"] if separator is not None else None,
         fallback=args.fallback,
         fragment_timeout=args.fragment_timeout,
         max_inflight=args.max_inflight,
@@ -284,27 +369,40 @@ def _cmd_dub(args: argparse.Namespace) -> int:
     )
     task = progress.add_task(_PHASES["decode"], total=None)
 
-    def on_progress(event: FileProgress) -> None:
-        if event.phase == "dub":
-            progress.update(task, description=_PHASES["dub"], total=event.total, completed=event.done)
-        else:
-            progress.update(task, description=_PHASES.get(event.phase, event.phase))
+    current = [""]  # the file being dubbed, in a batch
 
-    run = functools.partial(
-        adub_file,
-        dubber,
-        args.input,
-        args.output,
-        segmentation=segmentation,
-        subtitles=subtitles,
-        original=None if args.original == "none" else args.original,
-        original_level=args.original_level,
-        sample_rate=args.sample_rate,
-        audio_codec=args.audio_codec,
-        on_progress=on_progress,
-    )
+    def on_progress(event: FileProgress) -> None:
+        description = current[0] + _PHASES.get(event.phase, event.phase)
+        if event.phase in ("dub", "transcribe", "translate"):
+            progress.update(task, description=description, total=event.total, completed=event.done)
+        else:
+            progress.update(task, description=description)
+
+    file_options: dict[str, Any] = {
+        "segmentation": segmentation,
+        "subtitles": subtitles,
+        "original": None if args.original == "none" else args.original,
+        "original_level": args.original_level,
+        "background": None if args.background == "auto" else args.background,
+        "sample_rate": args.sample_rate,
+        "audio_codec": args.audio_codec,
+        "on_progress": on_progress,
+        "project": True if args.project else None,
+        "stop_after": args.stop_after,
+        "resume": args.resume,
+        "transcript_srt": args.transcript_srt,
+        "translation_srt": args.translation_srt,
+    }
+    if batch:
+        if args.report is not None:
+            raise ConfigurationError("--report describes one input; dub the files one at a time for reports")
+        with progress:
+            return _run_batch(args, dubber, pairs, file_options, current)
+    run = functools.partial(adub_file, dubber, *pairs[0], **file_options)
     with progress:
         dubbed = anyio.run(run)
+    if dubbed.project is not None and dubbed.output is None:
+        return _print_stopped(dubbed)
     counts = dubbed.counts
     t = dubbed.timings
     langs = f"{dubbed.source_language or '?'} → {dubbed.target_language}"
@@ -316,9 +414,20 @@ def _cmd_dub(args: argparse.Namespace) -> int:
         f"time: loading {t.get('load', 0):.1f} s, dubbing {t.get('dub', 0):.1f} s"
         f" (real-time factor {dubbed.real_time_factor:.2f}), total {t.get('total', 0):.1f} s"
     )
+    fit = fit_summary(dubbed.results)
+    if fit["dubbed"]:
+        print(
+            f"fit: {fit['shortened']} shortened, {fit['borrowed']} borrowed time"
+            f" ({fit['borrowed_seconds']:.1f} s), {fit['rushed']} rushed (tempo > {RUSHED_TEMPO:g}×),"
+            f" mean tempo {fit['mean_tempo']:.2f}×"
+        )
     print(f"wrote {dubbed.output}")
     for path in dubbed.subtitles:
         print(f"      {path}")
+    if dubbed.project is not None:
+        print(f"      {dubbed.project.path}")
+    if args.report is not None:
+        print(f"      {write_timing_report(args.report, dubbed)}")
     for (start, _end), r in zip(dubbed.spans, dubbed.results, strict=True):
         if r.error is not None:
             print(f"  fragment {r.sequence_number} at {start:.1f} s: {r.error}", file=sys.stderr)
@@ -336,6 +445,150 @@ def _cmd_dub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_project(args: argparse.Namespace, options: dict[str, dict[str, Any]]) -> None:
+    """Fill in what --resume leaves out from the project: languages, stages, their options."""
+    from ._project import DubProject
+
+    project = DubProject.load(args.resume)
+    if args.target is not None and not same_language(args.target, project.target_language):
+        raise ProjectError(
+            f"{project.path} dubs into {project.target_language}; it cannot be resumed --to {args.target}"
+        )
+    args.target = project.target_language
+    args.source = args.source or project.source_language
+    registry = StageRegistry.from_plugin_manager(get_plugin_manager())
+    known = {(spec.kind, spec.name) for spec in registry}
+    for kind in ("asr", "translator", "synthesizer"):
+        name = project.options.get(kind)
+        # A stage given as an object from Python has no name to load it by: the rule applies.
+        if getattr(args, kind) is None and isinstance(name, str) and (kind, name) in known:
+            setattr(args, kind, name)
+            options[kind].update(project.options.get(f"{kind}_options") or {})
+    if args.voice is None and isinstance(project.options.get("voice"), str):
+        args.voice = project.options["voice"]
+    if args.output is None and project.output_path is None:
+        raise ConfigurationError(f"{project.path} names no output file: give one with -o")
+
+
+def _inputs(args: argparse.Namespace) -> tuple[list[tuple[Path | None, Path | None]], bool]:
+    """(input, output) pairs, and whether it is a batch (several files, folders or globs)."""
+    import glob
+
+    from ._media._output import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+
+    given: list[Path] = list(args.input)
+    if not given:
+        if args.resume is None:
+            raise ConfigurationError("give an input file (or a folder, or a glob), or --resume PROJECT")
+        return [(None, args.output)], False
+    single = (
+        len(given) == 1 and not given[0].is_dir() and (given[0].exists() or not glob.has_magic(str(given[0])))
+    )
+    if single:
+        if args.output is None and args.resume is None:
+            raise ConfigurationError("give the dubbed file with -o OUTPUT")
+        return [(given[0], args.output)], False
+    if args.resume is not None or args.transcript_srt is not None or args.translation_srt is not None:
+        raise ConfigurationError(
+            "--resume, --transcript-srt and --translation-srt take one input file, not many"
+        )
+    files: list[Path] = []
+    for item in given:
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in _MEDIA_SUFFIXES)
+        elif item.exists():
+            files.append(item)
+        else:
+            files += sorted(Path(p) for p in glob.glob(str(item)) if Path(p).is_file())
+    if not files:
+        raise ConfigurationError(f"no media files in {' '.join(map(str, given))}")
+    if args.output is None:
+        raise ConfigurationError("give the folder for the dubbed files with -o OUTDIR")
+    if args.output.exists() and not args.output.is_dir():
+        raise ConfigurationError(
+            f"-o {args.output}: many inputs are dubbed into a folder, and this is a file"
+        )
+    pairs: list[tuple[Path | None, Path | None]] = []
+    seen: dict[Path, Path] = {}
+    for file in dict.fromkeys(files):
+        # Keep the container where the output can be one; anything else becomes WAV.
+        suffix = file.suffix.lower()
+        out = args.output / (file.stem + (suffix if suffix in {*AUDIO_SUFFIXES, *VIDEO_SUFFIXES} else ".wav"))
+        if out in seen:
+            raise ConfigurationError(f"{seen[out]} and {file} would both be dubbed into {out}")
+        seen[out] = file
+        pairs.append((file, out))
+    return pairs, True
+
+
+def _run_batch(
+    args: argparse.Namespace,
+    dubber: Any,
+    pairs: list[tuple[Path | None, Path | None]],
+    file_options: dict[str, Any],
+    current: list[str],
+) -> int:
+    """Dub many files with the models loaded once; one line per file and a summary."""
+    import anyio
+
+    from ._files import DubbedFile, adub_file
+
+    outcomes: list[tuple[Path | None, DubbedFile | StsdubError]] = []
+
+    async def run() -> None:
+        async with dubber:
+            for n, (source, output) in enumerate(pairs, 1):
+                current[0] = f"[{n}/{len(pairs)}] {source.name if source else ''}: "
+                try:
+                    outcomes.append((source, await adub_file(dubber, source, output, **file_options)))
+                except StsdubError as exc:  # this file; the others still get their turn
+                    outcomes.append((source, exc))
+
+    anyio.run(run)
+    failed_files = failed_fragments = 0
+    for source, outcome in outcomes:
+        if isinstance(outcome, StsdubError):
+            failed_files += 1
+            print(f"failed  {source}: {outcome}", file=sys.stderr)
+            continue
+        counts = outcome.counts
+        failed_fragments += counts[Status.FAILED]
+        if outcome.output is None and outcome.project is not None:
+            print(f"stopped {source} after {args.stop_after}: review {outcome.project.folder}")
+            continue
+        print(
+            f"dubbed  {source} → {outcome.output} ({outcome.duration:.1f} s):"
+            f" {len(outcome.results)} fragments — {counts[Status.SUCCESS]} success,"
+            f" {counts[Status.PARTIAL]} partial, {counts[Status.FAILED]} failed"
+        )
+    done = len(outcomes) - failed_files
+    print(
+        f"{len(outcomes)} files: {done} done, {failed_files} failed;"
+        f" {failed_fragments} fragment(s) failed in the files done"
+    )
+    if failed_files:
+        return 1
+    if failed_fragments and not args.allow_failures:
+        print("stsdub: fragments failed; pass --allow-failures to exit 0 anyway", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_stopped(dubbed: Any) -> int:
+    project = dubbed.project
+    texts = sum(1 for s in project.segments if s.transcript)
+    print(
+        f"stopped after {project.phase}: {dubbed.input.name} ({dubbed.duration:.1f} s,"
+        f" {project.source_language or '?'} → {project.target_language}), {len(project.segments)} segments,"
+        f" {texts} with speech"
+    )
+    print(f"project {project.path}")
+    for path in dubbed.subtitles:
+        print(f"review  {path}")
+    print(f"then:   stsdub dub --resume {project.folder}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
@@ -343,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_plugins(args)
         if args.command == "models":
             return run_models(args)
+        if args.command == "ray":
+            return run_ray(args)
         if args.command == "serve":
             return run_serve(args)
         return _cmd_dub(args)

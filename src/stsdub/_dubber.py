@@ -18,13 +18,14 @@ import attrs
 
 from ._device import resolve_device
 from ._languages import same_language
-from ._model import DubResult, Fragment
+from ._model import AudioBuffer, DubResult, Fragment
 from ._pipeline._backpressure import BackpressureCallback, BackpressureLevels
 from ._pipeline._duration import DurationMatcher, DurationPolicy
 from ._pipeline._runner import StageRunner
 from ._pipeline._stream import Stages, Stream, StreamConfig, Ticket
 from ._plugins import StageRegistry
-from .errors import ConfigurationError, StageLoadError, StsdubError
+from ._separation import Separation, SeparationRequest
+from .errors import ConfigurationError, ErrorCode, StageError, StageLoadError, StsdubError
 
 if TYPE_CHECKING:
     from ._files import DubbedFile
@@ -33,8 +34,20 @@ __all__ = ["Dubber"]
 
 log = logging.getLogger("stsdub")
 
-_METHODS = {"asr": "transcribe", "translator": "translate", "synthesizer": "synthesize"}
-_STAGE_NAMES = {"asr": "asr", "translator": "translation", "synthesizer": "synthesis"}
+_METHODS = {
+    "asr": "transcribe",
+    "translator": "translate",
+    "synthesizer": "synthesize",
+    "separator": "separate",
+}
+_STAGE_NAMES = {
+    "asr": "asr",
+    "translator": "translation",
+    "synthesizer": "synthesis",
+    "separator": "separation",
+}
+# The kinds the fragment pipeline runs; a separator works on whole files, outside it.
+_PIPELINE_KINDS = ("asr", "translator", "synthesizer")
 _FALLBACKS = ("silence", "original")
 _OVERFLOWS = ("wait", "reject")
 # Per-stream settings open_stream() and dub() accept as overrides.
@@ -81,6 +94,12 @@ class Dubber:
         device: ``"auto"`` (CUDA when available), ``"cuda"``, ``"cuda:N"`` or ``"cpu"``.
         asr_options, translator_options, synthesizer_options: Keyword arguments for the
             stage factories, e.g. ``asr_options={"model": "small"}``.
+        separator: A separator name (``"demucs"``) or an object with ``separate``, loaded
+            with the other stages and used by :meth:`separate` (file dubs with
+            ``background="separate"``); ``None``: no separator. Not part of the fragment
+            pipeline.
+        separator_options: Keyword arguments for the separator's factory, e.g.
+            ``{"model": "htdemucs_ft"}``.
         max_inflight: Fragments per stream inside the pipeline at once.
         fragment_timeout: Seconds one fragment may take through all stages.
         fallback: Audio of a FAILED fragment: ``"silence"`` or ``"original"``.
@@ -110,6 +129,8 @@ class Dubber:
         asr_options: Mapping[str, Any] | None = None,
         translator_options: Mapping[str, Any] | None = None,
         synthesizer_options: Mapping[str, Any] | None = None,
+        separator: str | object | None = None,
+        separator_options: Mapping[str, Any] | None = None,
         max_inflight: int = 3,
         fragment_timeout: float = 8.0,
         fallback: str = "silence",
@@ -123,11 +144,17 @@ class Dubber:
         duration: DurationPolicy | None = None,
         registry: StageRegistry | None = None,
     ) -> None:
-        self._choices = {"asr": asr, "translator": translator, "synthesizer": synthesizer}
+        self._choices = {
+            "asr": asr,
+            "translator": translator,
+            "synthesizer": synthesizer,
+            "separator": separator,
+        }
         self._options = {
             "asr": dict(asr_options or {}),
             "translator": dict(translator_options or {}),
             "synthesizer": dict(synthesizer_options or {}),
+            "separator": dict(separator_options or {}),
         }
         for kind in ("asr", "synthesizer"):
             if self._choices[kind] is None:
@@ -164,6 +191,7 @@ class Dubber:
         self._streams: dict[str, Stream] = {}
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._sync_cm: contextlib.ExitStack | None = None
+        self._separator_limiter = anyio.CapacityLimiter(1)
 
     @property
     def max_fragment_seconds(self) -> float:
@@ -233,7 +261,14 @@ class Dubber:
             runners: dict[str, StageRunner[Any, Any] | None] = {
                 kind: None if stage is None else StageRunner(stage, _METHODS[kind], _STAGE_NAMES[kind])
                 for kind, stage in self.stages.items()
+                if kind in _PIPELINE_KINDS
             }
+            separator = self.stages.get("separator")
+            # A model object is rarely safe to share between threads: calls queue here.
+            concurrency = getattr(separator, "concurrency", 1)
+            self._separator_limiter = anyio.CapacityLimiter(
+                concurrency if isinstance(concurrency, int) else 1
+            )
             self._stages = Stages(
                 asr=runners["asr"],  # type: ignore[arg-type]
                 translator=runners["translator"],  # type: ignore[arg-type]
@@ -317,6 +352,56 @@ class Dubber:
         if self._stages is None or self._tg is None:
             raise StsdubError("the Dubber is not open: use `async with dubber:` (or `with dubber:`) first")
         return self._stages, self._tg
+
+    # -- soundtrack -------------------------------------------------------------------------
+
+    @property
+    def separator(self) -> object | None:
+        """The loaded separator stage, or ``None`` (no ``separator=``, or the Dubber is closed)."""
+        return self.stages.get("separator")
+
+    async def separate(self, audio: AudioBuffer, *, stream_id: str = "default", **options: Any) -> Separation:
+        """Split ``audio`` into voice and background with the Dubber's separator.
+
+        A blocking separator runs in a worker thread; calls queue up to the stage's
+        ``concurrency`` (default 1). Keyword ``options`` reach the stage as
+        ``SeparationRequest.options``.
+
+        Raises:
+            StsdubError: The Dubber is not open.
+            ConfigurationError: It was built without ``separator=``.
+            StageError: The separator failed (any other exception is wrapped as
+                ``INTERNAL_ERROR``), or returned tracks that are not aligned with ``audio``.
+        """
+        self._require_open()
+        stage = self.separator
+        if stage is None:
+            raise ConfigurationError("this Dubber has no separator: pass separator='demucs' (or an object)")
+        request = SeparationRequest(audio=audio, stream_id=stream_id, options=options)
+        fn = stage.separate  # type: ignore[attr-defined]
+        try:
+            if inspect.iscoroutinefunction(fn):
+                async with self._separator_limiter:
+                    result = await fn(request)
+            else:
+                result = await anyio.to_thread.run_sync(fn, request, limiter=self._separator_limiter)
+        except StageError as exc:
+            raise exc.with_stage("separation") from exc.__cause__
+        except Exception as exc:
+            raise StageError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", "separation") from exc
+        if not isinstance(result, Separation) or not result.aligned_with(audio):
+            got = (
+                type(result).__name__
+                if not isinstance(result, Separation)
+                else "tracks of another rate or length"
+            )
+            raise StageError(
+                ErrorCode.INTERNAL_ERROR,
+                f"{type(stage).__name__}.separate() returned {got};"
+                " expected a Separation aligned with its input",
+                "separation",
+            )
+        return result
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -410,20 +495,31 @@ class Dubber:
             return self._portal.call(collect)
 
     def dub_file(
-        self, input: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, **options: Any
+        self,
+        input: str | os.PathLike[str] | None = None,
+        output: str | os.PathLike[str] | None = None,
+        **options: Any,
     ) -> DubbedFile:
         """Dub an audio or video file; blocking and notebook-safe. See :func:`stsdub._files.dub_file`.
 
         Options: ``segmentation`` (``"speech"`` or ``"fixed"`` or a :class:`~stsdub.Segmentation`),
         ``subtitles``, ``original`` (``"mix"`` / ``"track"``), ``original_level``,
         ``sample_rate``, ``audio_codec``, ``on_progress``, and any stream override.
+
+        Review and resume (see ``docs/projects.md``): ``project=True`` keeps a project beside
+        the output; ``stop_after="transcribe" | "translate"`` saves it and stops for review;
+        ``resume=FOLDER_OR_DUBPROJECT`` continues one (``input`` and ``output`` default to the
+        project's); ``transcript_srt=`` / ``translation_srt=`` bring your own text.
         """
         from . import _files
 
         return _files.dub_file(self, input, output, **options)
 
     async def adub_file(
-        self, input: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, **options: Any
+        self,
+        input: str | os.PathLike[str] | None = None,
+        output: str | os.PathLike[str] | None = None,
+        **options: Any,
     ) -> DubbedFile:
         """The async form of :meth:`dub_file`, for use under ``async with dubber:``."""
         from . import _files

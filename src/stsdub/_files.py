@@ -40,8 +40,12 @@ from ._media import (
     write_text,
     write_video,
 )
+from ._media._duck import mix_background, mix_ducked
 from ._media._output import OutputPlan
 from ._model import AudioBuffer, DubResult, Fragment, Status
+from ._pipeline._stream import TAIL_KEY
+from ._project import DubProject, ProjectRun
+from ._separation import Separation
 from .errors import ConfigurationError, StsdubError
 
 if TYPE_CHECKING:
@@ -50,6 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DubbedFile", "FileProgress", "adub_file", "dub_file"]
 
+#: How a file's music and effects are kept under the dub (the ``background`` argument).
+BACKGROUND_MODES = ("separate", "duck", "none")
 #: Level of the original audio under the dub with ``original="mix"`` (about -12 dB).
 DEFAULT_ORIGINAL_LEVEL = 0.25
 
@@ -57,7 +63,8 @@ DEFAULT_ORIGINAL_LEVEL = 0.25
 @attrs.frozen
 class FileProgress:
     """Where :func:`dub_file` is: ``phase`` is ``decode``, ``segment``, ``load``, ``dub`` or
-    ``write``; ``done`` of ``total`` fragments during ``dub``."""
+    ``write`` (and ``transcribe``, ``translate`` in a project); ``done`` of ``total`` fragments
+    during ``dub`` (segments during ``transcribe`` and ``translate``)."""
 
     phase: str
     done: int = 0
@@ -94,6 +101,10 @@ class DubbedFile:
     info: MediaInfo
     #: Seconds per phase (``decode``, ``segment``, ``load``, ``dub``, ``write``) and ``total``.
     timings: Mapping[str, float] = attrs.field(factory=dict)
+    #: The project of a dub run with one (``project=``, ``stop_after=``, ``resume=``…), as
+    #: saved last. After ``stop_after`` nothing is dubbed: ``output`` is ``None``, ``results``
+    #: and ``spans`` are empty, and ``subtitles`` are the project's SRT files to review.
+    project: DubProject | None = None
 
     @property
     def counts(self) -> dict[Status, int]:
@@ -168,23 +179,53 @@ def _setting(dubber: Dubber, overrides: Mapping[str, Any], name: str) -> Any:
 
 async def adub_file(
     dubber: Dubber,
-    input: str | os.PathLike[str],
+    input: str | os.PathLike[str] | None = None,
     output: str | os.PathLike[str] | None = None,
     *,
     segmentation: Segmentation | str = "speech",
     subtitles: Sequence[str] = SUBTITLE_FORMATS,
     original: str | None = None,
     original_level: float = DEFAULT_ORIGINAL_LEVEL,
+    background: str | None = None,
     sample_rate: int | None = None,
     audio_codec: str | None = None,
     on_progress: ProgressCallback | None = None,
+    project: bool | str | os.PathLike[str] | None = None,
+    stop_after: str | None = None,
+    resume: str | os.PathLike[str] | DubProject | None = None,
+    transcript_srt: str | os.PathLike[str] | None = None,
+    translation_srt: str | os.PathLike[str] | None = None,
     **overrides: Any,
 ) -> DubbedFile:
     """Dub an audio or video file; the async form of :func:`dub_file` (same arguments)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    input_path = Path(input)
     output_path = Path(output) if output is not None else None
+    # A project (review, resume, given texts) is read and checked before anything else.
+    run_project = await anyio.to_thread.run_sync(
+        functools.partial(
+            ProjectRun.open,
+            dubber,
+            Path(input) if input is not None else None,
+            output_path,
+            project=project,
+            resume=resume,
+            stop_after=stop_after,
+            transcript_srt=transcript_srt,
+            translation_srt=translation_srt,
+            overrides=overrides,
+        )
+    )
+    if run_project is not None:
+        input_path, output_path, overrides = (
+            run_project.input_path,
+            run_project.output_path,
+            run_project.overrides,
+        )
+    elif input is None:
+        raise ConfigurationError("no input file: give one, or resume= a project")
+    else:
+        input_path = Path(input)
     options = Segmentation(mode=segmentation) if isinstance(segmentation, str) else segmentation
     formats = tuple(dict.fromkeys(subtitles))
     unknown = set(formats) - set(SUBTITLE_FORMATS)
@@ -192,6 +233,7 @@ async def adub_file(
         raise ConfigurationError(f"unknown subtitle formats {sorted(unknown)}; known: {SUBTITLE_FORMATS}")
     if not 0 <= original_level <= 1:
         raise ConfigurationError(f"original_level must lie between 0 and 1, got {original_level!r}")
+    background = _background(dubber, background, original)
     if "output_sample_rate" in overrides:
         raise ConfigurationError("set the rate of the dubbed file with sample_rate=")
     target_language = _setting(dubber, overrides, "target_language")
@@ -232,25 +274,58 @@ async def adub_file(
     out_rate = source.sample_rate if sample_rate is None else sample_rate
     t = mark("decode", t)
 
-    report("segment")
-    pieces, audio16k = await anyio.to_thread.run_sync(plan, source.samples, source.sample_rate, options)
-    speech = [p for p in pieces if p.speech]
-    t = mark("segment", t)
+    # What the ASR hears: the input, or its voice track when the background is separated.
+    heard = source
+    parts: Separation | None = None
+    speech: list[Piece] = []
+    audio16k: FloatArray | None = None
 
-    dub = functools.partial(_dub, dubber, input_path, speech, source, audio16k, out_rate, overrides, report)
+    async def segment() -> None:
+        nonlocal speech, audio16k, t
+        report("segment")
+        if run_project is not None:  # the project's segments, the transcript's cues, or the cut
+            speech, audio16k = await anyio.to_thread.run_sync(run_project.speech_pieces, heard, options)
+        else:
+            pieces, audio16k = await anyio.to_thread.run_sync(plan, heard.samples, heard.sample_rate, options)
+            speech = [p for p in pieces if p.speech]
+        t = mark("segment", t)
+
+    async def work() -> list[DubResult] | None:
+        nonlocal heard, parts, t
+        if background == "separate":  # the separator is a model: it runs once the Dubber is open
+            report("separate")
+            parts = await dubber.separate(AudioBuffer(source.samples, source.sample_rate))
+            heard = SourceAudio(source.info, parts.voice.samples, source.sample_rate)
+            t = mark("separate", t)
+            await segment()
+        assert audio16k is not None
+        if run_project is not None:
+            return await run_project.run(dubber, speech, heard, audio16k, out_rate, report)
+        return await _dub(dubber, input_path, speech, heard, audio16k, out_rate, overrides, report)
+
+    if background != "separate":
+        await segment()
     if not _is_open(dubber):
         report("load")
         async with dubber:
             t = mark("load", t)
-            results = await dub()
+            results = await work()
             t = mark("dub", t)
     else:
         timings["load"] = 0.0
-        results = await dub()
+        results = await work()
         t = mark("dub", t)
 
+    if results is None:  # stopped after a phase: the project and its subtitles are the outcome
+        assert run_project is not None and run_project.project is not None
+        timings["total"] = time.perf_counter() - started
+        return _stopped(input_path, source, run_project.project, timings)
+
     report("write")
-    track = _assemble(source, speech, results, out_rate, original, original_level)
+    track = _assemble(heard, speech, results, out_rate, original, original_level)
+    track = await anyio.to_thread.run_sync(
+        _soundtrack, track, source, speech, results, out_rate, background, parts.background if parts else None
+    )
     source_language = _setting(dubber, overrides, "source_language") or next(
         (r.transcript.language for r in results if r.transcript is not None and r.transcript.language), None
     )
@@ -289,6 +364,31 @@ async def adub_file(
         target_cues=tuple(target_cues),
         info=source.info,
         timings=timings,
+        project=run_project.project if run_project is not None else None,
+    )
+
+
+def _stopped(
+    input_path: Path, source: SourceAudio, project: DubProject, timings: dict[str, float]
+) -> DubbedFile:
+    """What a dub that stopped after ``transcribe`` or ``translate`` made: texts, no audio."""
+    source_cues = [Cue(s.start, s.end, s.transcript) for s in project.segments if s.transcript]
+    target_cues = [Cue(s.start, s.end, s.translation) for s in project.segments if s.translation]
+    return DubbedFile(
+        input=input_path,
+        output=None,
+        subtitles=tuple(project.folder / name for name in project.subtitles),
+        results=(),
+        spans=(),
+        audio=AudioBuffer(np.zeros(0, dtype=np.float32), source.sample_rate),
+        duration=source.duration,
+        source_language=project.source_language,
+        target_language=project.target_language,
+        source_cues=tuple(source_cues),
+        target_cues=tuple(target_cues),
+        info=source.info,
+        timings=timings,
+        project=project,
     )
 
 
@@ -305,17 +405,26 @@ async def _dub(
     rate = source.sample_rate
     stream_id = f"file:{input_path.name}"
 
+    # Each fragment takes along up to max_borrow of the pause after it, marked as its tail:
+    # speech that runs long borrows from it before it is sped up (docs/duration-matching.md).
+    borrow = round(dubber._duration.policy.max_borrow * rate)
+
     def fragments() -> Any:
         for n, piece in enumerate(speech):
+            following = speech[n + 1].start if n + 1 < len(speech) else source.samples.size
+            tail = max(0, min(following - piece.end, borrow))
             a = round(piece.start * ANALYSIS_RATE / rate)
-            b = max(a + 1, round(piece.end * ANALYSIS_RATE / rate))
+            b = max(a + 1, round((piece.end + tail) * ANALYSIS_RATE / rate))
+            metadata: dict[str, Any] = {"start": piece.start / rate, "end": piece.end / rate}
+            if tail:
+                metadata[TAIL_KEY] = tail / rate
             yield Fragment(
                 n,
                 audio16k[a:b],
                 ANALYSIS_RATE,
                 stream_id=stream_id,
                 timestamp_ms=round(piece.start * 1000 / rate),
-                metadata={"start": piece.start / rate, "end": piece.end / rate},
+                metadata=metadata,
             )
 
     results: list[DubResult] = []
@@ -327,6 +436,52 @@ async def _dub(
     if len(results) != len(speech):  # the Dubber promises one result per fragment
         raise StsdubError(f"expected {len(speech)} results, got {len(results)}")
     return results
+
+
+def _background(dubber: Dubber, background: str | None, original: str | None) -> str:
+    """The soundtrack mode: as asked, else ``separate`` with a separator, else ``duck``."""
+    if background is None:
+        if original == "mix":  # a voice-over: the original stays under the dub as it is
+            return "none"
+        return "separate" if dubber._choices.get("separator") is not None else "duck"
+    if background not in BACKGROUND_MODES:
+        raise ConfigurationError(f"background must be one of {BACKGROUND_MODES}, got {background!r}")
+    if background != "none" and original == "mix":
+        raise ConfigurationError(
+            f"background={background!r} and original='mix' both put the original under the dub;"
+            " choose one (background='none' for a plain mix)"
+        )
+    if background == "separate" and dubber._choices.get("separator") is None:
+        raise ConfigurationError(
+            "background='separate' needs a separator: Dubber(separator='demucs')"
+            " (pip install 'stsdub[separate]'), or background='duck' without a model"
+        )
+    return background
+
+
+def _soundtrack(
+    track: FloatArray,
+    source: SourceAudio,
+    speech: list[Piece],
+    results: list[DubResult],
+    out_rate: int,
+    background: str,
+    separated: AudioBuffer | None,
+) -> FloatArray:
+    """The dubbed track with the input's music and effects under it (docs/stages/separators.md)."""
+    rate = source.sample_rate
+    if background == "separate":
+        assert separated is not None
+        under = _audio.fit_length(_audio.resample(separated.samples, rate, out_rate), track.size)
+        return mix_background(track, under)
+    if background == "duck":
+        original = _audio.fit_length(_audio.resample(source.samples, rate, out_rate), track.size)
+        for piece, result in zip(speech, results, strict=True):
+            if result.audio.kind == "original":  # already there at full level: not twice
+                original[round(piece.start * out_rate / rate) : round(piece.end * out_rate / rate)] = 0.0
+        spans = [(p.start / rate, p.end / rate) for p in speech]
+        return mix_ducked(track, original, out_rate, speech=spans)
+    return track
 
 
 def _assemble(
@@ -345,10 +500,12 @@ def _assemble(
 
     track = np.zeros(at(source.samples.size), dtype=np.float32)
     for piece, result in zip(speech, results, strict=True):
-        a, b = at(piece.start), at(piece.end)
+        # A fragment may reach into the pause after it (its tail, see _dub).
+        end = min(piece.end + round(float(result.metadata.get(TAIL_KEY, 0.0)) * rate), source.samples.size)
+        a, b = at(piece.start), at(end)
         if result.audio.kind == "original":
             # The fallback at full quality, not the 16 kHz copy the pipeline saw.
-            audio = _audio.resample(source.samples[piece.start : piece.end], rate, out_rate)
+            audio = _audio.resample(source.samples[piece.start : end], rate, out_rate)
             if original == "mix":
                 audio = audio * np.float32(1 - level)  # the mix below adds the rest
         else:
@@ -422,7 +579,7 @@ def _write(
 
 def dub_file(
     dubber: Dubber,
-    input: str | os.PathLike[str],
+    input: str | os.PathLike[str] | None = None,
     output: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> DubbedFile:
@@ -449,9 +606,29 @@ def dub_file(
             outputs); ``"mix"``: mix it under the dub at ``original_level`` (keeps music and
             effects, and the original voices, softly).
         original_level: Gain of the original under the dub, 0-1.
+        background: How the input's music and effects stay under the dub: ``"separate"``
+            (the Dubber's separator splits voice from background; the background goes under
+            the dub at its own level, and the ASR hears the voice alone), ``"duck"`` (the
+            original at full level where nobody speaks, about 20 dB lower wherever the
+            original or the dub speaks) or ``"none"`` (the dub alone). Default:
+            ``"separate"`` when the Dubber has a separator, else ``"duck"``; ``"none"`` with
+            ``original="mix"``.
         sample_rate: Rate of the dubbed audio; default the input's.
         audio_codec: ``"aac"`` or ``"opus"`` for video outputs; default from the container.
         on_progress: Called with a :class:`FileProgress` as the work advances.
+        project: Keep a project (see ``docs/projects.md``): ``True`` for ``<output
+            stem>.stsdub/`` beside the output, or a folder. It holds the segments, their texts
+            and their dubbed audio, so the dub can be reviewed and resumed.
+        stop_after: ``"transcribe"`` or ``"translate"``: save the project and its subtitles
+            (``transcript.srt``, ``translation.srt``) after that phase and stop, for review.
+            Implies ``project=True``.
+        resume: A project folder, its ``project.json``, or a :class:`DubProject` value (saved
+            first): continue it with its edits. ``input`` and ``output`` default to the
+            project's; only segments whose text, voice or timing changed are synthesized again.
+        transcript_srt: An SRT file whose cues are the segments and their transcript (the ASR
+            is not called). Implies ``project=True``.
+        translation_srt: An SRT file with the translation (the translator is not called); its
+            cues are matched to the segments by time. Implies ``project=True``.
         **overrides: Stream settings for this file: ``source_language``, ``target_language``,
             ``voice``, ``fragment_timeout``, ``fallback``, ``max_inflight``…
 
@@ -461,6 +638,9 @@ def dub_file(
     Raises:
         MediaInputError: The input is missing, corrupt, truncated, empty or has no audio.
         MediaOutputError: The output cannot be written or does not fit the input.
+        ProjectError: A project or subtitle file that cannot be used: from another input, of a
+            newer format, with cues that do not parse or overlap, or edits that leave a segment
+            empty.
         StsdubError: Any other problem (configuration, models that fail to load).
     """
     call = functools.partial(adub_file, dubber, input, output, **options)

@@ -30,7 +30,9 @@ __all__ = [
     "AudioBuffer",
     "BackpressureEvent",
     "DubResult",
+    "Fit",
     "Fragment",
+    "LengthBudget",
     "Segment",
     "Severity",
     "Status",
@@ -205,6 +207,22 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _given_transcript(value: object) -> Transcript | None:
+    if value is None or isinstance(value, Transcript):
+        return value
+    if isinstance(value, str):
+        return Transcript(value)
+    raise InvalidFragmentError(f"transcript must be None, a str or a Transcript, got {_short(value)}")
+
+
+def _given_translation(value: object) -> Translation | None:
+    if value is None or isinstance(value, Translation):
+        return value
+    if isinstance(value, str):
+        return Translation(value)
+    raise InvalidFragmentError(f"translation must be None, a str or a Translation, got {_short(value)}")
+
+
 @attrs.frozen(repr=False)
 class Fragment:
     """One piece of source audio to dub.
@@ -217,12 +235,18 @@ class Fragment:
         stream_id: The stream it belongs to; ``None`` means "the stream it is sent to".
         timestamp_ms: Optional media timestamp, carried through to the result untouched.
         metadata: Free-form data carried through to the result untouched.
+        transcript: What was said, when it is already known (a reviewed transcript, a
+            subtitle file): the ASR is not called for this fragment. A str or a
+            :class:`Transcript`; an empty text means no speech.
+        translation: What the dub should say, when it is already known: the translator is not
+            called for this fragment. A str or a :class:`Translation`.
 
     Raises:
         InvalidAudioError: The audio is not finite 1-D float32 in [-1, 1], the sample rate is
             not an int in 1-384000, or the sequence number is not an int >= 0.
         InvalidFragmentError: ``fragment_id``, ``stream_id``, ``timestamp_ms`` or
-            ``metadata`` has the wrong type (or an id is empty).
+            ``metadata``, ``transcript`` or ``translation`` has the wrong type (or an id is
+            empty).
     """
 
     # Order matters: audio's validator names the sequence number, so it is checked first.
@@ -233,6 +257,8 @@ class Fragment:
     stream_id: str | None = attrs.field(default=None, validator=_check_stream_id)
     timestamp_ms: int | None = attrs.field(default=None, validator=_check_timestamp)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False, validator=_check_metadata)
+    transcript: Transcript | None = attrs.field(default=None, converter=_given_transcript, kw_only=True)
+    translation: Translation | None = attrs.field(default=None, converter=_given_translation, kw_only=True)
 
     @classmethod
     def from_pcm16(
@@ -330,6 +356,25 @@ class ASRRequest(_StageRequest):
 
 
 @attrs.frozen(kw_only=True)
+class LengthBudget:
+    """How long a translation may be so that it can be spoken in the time there is.
+
+    The pipeline sets one on a second :class:`TranslationRequest` when the first
+    translation, spoken, would need more than the duration policy's ``comfortable_speed``;
+    only translators that declare ``supports_length_budget = True`` are asked.
+    """
+
+    #: Most characters (spaces and punctuation included) the translation should have.
+    max_chars: int
+    #: The seconds of speech those characters stand for.
+    seconds: float
+    #: The translation that was too long (a translator may rewrite it rather than start over).
+    previous: str | None = None
+    #: The voice's measured speaking rate in this stream that the budget was estimated from.
+    chars_per_second: float | None = None
+
+
+@attrs.frozen(kw_only=True)
 class TranslationRequest(_StageRequest):
     """Input of :meth:`stsdub.stages.Translator.translate`."""
 
@@ -340,6 +385,9 @@ class TranslationRequest(_StageRequest):
     previous_text: str | None = None
     #: Translation of the stream's previous fragment, if any.
     previous_translation: str | None = None
+    #: A length the translation should keep to, or ``None``; set only for translators that
+    #: declare ``supports_length_budget = True``.
+    budget: LengthBudget | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -416,6 +464,42 @@ class AudioAsset:
         return self.audio.duration
 
 
+@attrs.frozen
+class Fit:
+    """What was done to make a fragment's dubbed speech fit its time.
+
+    All factors are tempo factors: above 1 faster, below 1 slower, 1.0 untouched.
+    """
+
+    #: True when the translator was asked again with a :class:`LengthBudget` and its shorter
+    #: text was spoken.
+    shortened: bool = False
+    #: The translation before it was shortened (``None`` when it was not).
+    long_text: str | None = None
+    #: The budget the translator was asked to keep to, if one was asked for.
+    budget: LengthBudget | None = None
+    #: Speaking rate asked of the synthesizer.
+    speed: float = 1.0
+    #: Rubberband tempo applied afterwards (beyond ``max_stretch`` when the carry bound forced it).
+    stretch: float = 1.0
+    #: Seconds taken from the silence after the source's speech (or the pause after the
+    #: fragment) instead of speeding up.
+    borrowed: float = 0.0
+    #: Seconds from the fragment's start at which the dubbed speech starts.
+    start: float = 0.0
+    #: Seconds the dubbed speech lasts, as placed (carried speech of the next fragment included).
+    seconds: float = 0.0
+    #: Seconds the source's speech lasted (the aim), before anything was borrowed.
+    aim: float = 0.0
+    #: Seconds the speech lasted as first synthesized, at the synthesizer's own speed.
+    natural: float = 0.0
+
+    @property
+    def sped_up(self) -> float:
+        """The overall tempo change: speaking rate times stretch."""
+        return self.speed * self.stretch
+
+
 @attrs.frozen(repr=False)
 class DubResult:
     """The one result of one accepted fragment.
@@ -440,6 +524,9 @@ class DubResult:
     duration_variance: float | None = None
     timestamp_ms: int | None = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    #: How the dubbed speech was made to fit (shortened, speed, stretch, borrowed time);
+    #: ``None`` when no speech was synthesized (silence, failures).
+    fit: Fit | None = None
 
     @property
     def ok(self) -> bool:

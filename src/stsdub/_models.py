@@ -63,7 +63,7 @@ __all__ = [
 logger = logging.getLogger("stsdub.models")
 
 #: The kinds of model :func:`pull` fetches, named after the stages that use them.
-KINDS = ("piper", "ctranslate2")
+KINDS = ("piper", "ctranslate2", "demucs")
 #: The Hub repository of the Piper voice collection.
 PIPER_REPO = "rhasspy/piper-voices"
 #: Directory of the CTranslate2 conversions, inside the cache (or ``download_root``).
@@ -468,14 +468,15 @@ def pull(
     """Fetch a model now (what the stage would fetch on first use); return where it is.
 
     Args:
-        kind: ``"piper"`` or ``"ctranslate2"``.
-        name: A voice name or a Hub model id.
+        kind: ``"piper"``, ``"ctranslate2"`` or ``"demucs"``.
+        name: A voice name, a Hub model id, or a Demucs model name (``htdemucs``).
         download_root: Cache directory instead of the Hugging Face cache.
         quantization: For ``ctranslate2``: the conversion's weight type (default ``int8``).
         force: For ``ctranslate2``: download and convert again.
 
     Returns:
-        The voice's ``.onnx`` file, or the converted model's directory.
+        The voice's ``.onnx`` file, the converted model's directory, or the directory of
+        the Demucs model's files.
 
     Raises:
         ConfigurationError: Unknown kind or a malformed name.
@@ -488,6 +489,13 @@ def pull(
         return piper_voice(name, download_root=download_root)[0]
     if kind == "ctranslate2":
         return ctranslate2_model(name, quantization=quantization, download_root=download_root, force=force)
+    if kind == "demucs":
+        if quantization is not None:
+            raise ConfigurationError("demucs models have no quantization")
+        # Demucs's own naming of its Hub repositories lives with the stage (it imports Demucs).
+        from ._builtin.demucs import fetch_model
+
+        return fetch_model(name, download_root=download_root)[0].parent
     raise ConfigurationError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
 
 

@@ -49,7 +49,9 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     pull.add_argument("kind", choices=_models.KINDS, help="the stage the model is for")
-    pull.add_argument("name", help="voice name (piper) or Hugging Face model id (ctranslate2)")
+    pull.add_argument(
+        "name", help="voice name (piper), Hugging Face model id (ctranslate2) or model name (demucs)"
+    )
     pull.add_argument(
         "--download-root",
         type=Path,

@@ -17,7 +17,7 @@ def parse_stage_option(text: str) -> tuple[str, str, Any]:
     kind, dot, name = key.partition(".")
     if not sep or not dot or kind not in STAGE_KINDS or not name:
         raise argparse.ArgumentTypeError(
-            f"expected KIND.NAME=VALUE with KIND asr|translator|synthesizer, got {text!r}"
+            f"expected KIND.NAME=VALUE with KIND {'|'.join(STAGE_KINDS)}, got {text!r}"
         )
     try:
         value: Any = json.loads(raw)

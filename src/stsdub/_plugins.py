@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -44,7 +45,7 @@ class StageSpec:
     """A stage a plugin offers.
 
     Args:
-        kind: ``"asr"``, ``"translator"`` or ``"synthesizer"``.
+        kind: ``"asr"``, ``"translator"``, ``"synthesizer"`` or ``"separator"``.
         name: What users type, e.g. ``Dubber(asr="my-asr")``.
         factory: Called as ``factory(device=..., **options)`` once per Dubber. Either a
             callable, or an import string ``"package.module:Name"`` resolved only when used,
@@ -88,6 +89,31 @@ class StageSpec:
             raise StageLoadError(
                 f"{self.kind} {self.name!r}: cannot import its factory {self.factory!r}: {exc}"
             ) from exc
+
+
+#: Stage names with this prefix name a Ray Serve application: ``Dubber(asr="ray:stsdub-asr")``.
+REMOTE_PREFIX = "ray:"
+
+
+def _remote_spec(kind: str, name: str) -> StageSpec:
+    app_name = name[len(REMOTE_PREFIX) :]
+    if not app_name:
+        raise PluginError(f"{name!r} names no application: write 'ray:APP', e.g. 'ray:stsdub-{kind}'")
+    return StageSpec(
+        kind=kind,
+        name=name,
+        factory=functools.partial(_remote_factory, kind, app_name),
+        description=f"the Ray Serve application {app_name!r} (stsdub.ray)",
+        install_hint="pip install 'stsdub[ray]'",
+        package="stsdub",
+    )
+
+
+def _remote_factory(kind: str, app_name: str, **options: Any) -> Any:
+    # Imported here: stsdub.ray is only loaded (and Ray only imported) when a ray: name is used.
+    from .ray import remote_stage
+
+    return remote_stage(kind, app_name, **options)
 
 
 def _module_available(name: str) -> bool:
@@ -164,7 +190,13 @@ class StageRegistry:
         return sorted(name for k, name in self._specs if k == kind)
 
     def get(self, kind: str, name: str) -> StageSpec:
-        """The spec for ``name``, or a PluginError naming the alternatives or the install."""
+        """The spec for ``name``, or a PluginError naming the alternatives or the install.
+
+        A name starting with ``ray:`` is the Ray Serve application after the colon
+        (:mod:`stsdub.ray`); it is never looked up among the registered stages.
+        """
+        if name.startswith(REMOTE_PREFIX):
+            return _remote_spec(kind, name)
         spec = self._specs.get((kind, name))
         if spec is None:
             known = ", ".join(repr(n) for n in self.names(kind)) or "none"

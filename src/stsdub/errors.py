@@ -14,6 +14,9 @@ Every exception stsdub raises derives from :class:`StsdubError`::
     │   ├── MediaInputError       missing, unreadable, corrupt, truncated or empty input
     │   │   └── NoAudioStreamError
     │   └── MediaOutputError      the output cannot be written (path, format, codec)
+    ├── ProjectError              a dubbing project or subtitle file cannot be used: another
+    │                             input, a newer format, cues that do not parse or overlap,
+    │                             edits that leave a segment empty
     └── StageError                one stage failed on one fragment; carries an ErrorCode
 
 `StageError` is what a stage raises to report a failure with a code. It is never raised out of
@@ -35,6 +38,7 @@ __all__ = [
     "MediaOutputError",
     "NoAudioStreamError",
     "PluginError",
+    "ProjectError",
     "SequenceError",
     "StageError",
     "StageLoadError",
@@ -128,6 +132,16 @@ class NoAudioStreamError(MediaInputError):
 
 class MediaOutputError(MediaError):
     """The output cannot be written: bad path, no permission, or an unsupported format."""
+
+
+class ProjectError(StsdubError):
+    """A dubbing project (``--stop-after`` / ``--resume``) or a subtitle file cannot be used.
+
+    Raised for a project made from another input (the fingerprint does not match), one written
+    by a newer stsdub (``format_version``), a project file that is not valid JSON of the
+    documented shape, SRT cues that do not parse or overlap, and edits that leave a segment
+    that has speech without text.
+    """
 
 
 class StageError(StsdubError):

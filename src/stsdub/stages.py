@@ -1,4 +1,4 @@
-"""The plugin contract: what an ASR, a translator and a synthesizer look like.
+"""The plugin contract: what an ASR, a translator, a synthesizer and a separator look like.
 
 A stage is any object with the one method of its kind. Each method takes one request object
 (so fields can be added later without breaking plugins) and may be a plain ``def`` (the
@@ -6,7 +6,7 @@ pipeline runs it in a worker thread) or an ``async def`` (the pipeline awaits it
 
 Optional members the pipeline uses when present:
 
-``transcribe_batch`` / ``translate_batch`` / ``synthesize_batch``
+``transcribe_batch`` / ``translate_batch`` / ``synthesize_batch`` (and ``separate_batch``)
     Take a list of requests, return a list of results in the same order. When several
     fragments (of one or several streams) wait for the stage, the pipeline hands them over
     in one call; a GPU model turns that into batched inference.
@@ -15,6 +15,15 @@ Optional members the pipeline uses when present:
 ``concurrency``
     How many calls the pipeline may make at once to this instance (default 1, because a
     model object is rarely safe to share between threads). A remote stage can raise it.
+``supports_length_budget``
+    ``True`` on a translator that honours :attr:`TranslationRequest.budget`: when the first
+    translation, spoken, would need more than the duration policy's ``comfortable_speed``,
+    the pipeline asks such a translator once more with a :class:`LengthBudget` (characters,
+    the seconds they stand for, and the too-long translation) and speaks the shorter text.
+    Translators without it are never sent a budget.
+``supports_speed``
+    ``True`` on a synthesizer that honours :attr:`SynthesisRequest.speed`; the pipeline then
+    asks it to speak faster (or slower) before anything is time-stretched.
 ``warmup()``
     Called once, after loading, so the first fragment does not pay for lazy initialisation.
 ``close()`` / ``aclose()``
@@ -33,16 +42,23 @@ from typing import Protocol, runtime_checkable
 # deliberate re-exports for type checkers.
 from ._model import ASRRequest as ASRRequest
 from ._model import AudioBuffer as AudioBuffer
+from ._model import LengthBudget as LengthBudget
 from ._model import SynthesisRequest as SynthesisRequest
 from ._model import Transcript as Transcript
 from ._model import Translation as Translation
 from ._model import TranslationRequest as TranslationRequest
+from ._separation import Separation as Separation
+from ._separation import SeparationRequest as SeparationRequest
 
 __all__ = [
     "ASR",
     "STAGE_KINDS",
     "ASRRequest",
     "AudioBuffer",
+    "LengthBudget",
+    "Separation",
+    "SeparationRequest",
+    "Separator",
     "SynthesisRequest",
     "Synthesizer",
     "Transcript",
@@ -51,8 +67,8 @@ __all__ = [
     "Translator",
 ]
 
-#: The kinds of stage, in pipeline order.
-STAGE_KINDS = ("asr", "translator", "synthesizer")
+#: The kinds of stage: the fragment pipeline's, in its order, then the file-level separator.
+STAGE_KINDS = ("asr", "translator", "synthesizer", "separator")
 
 
 @runtime_checkable
@@ -79,4 +95,17 @@ class Synthesizer(Protocol):
 
     def synthesize(self, request: SynthesisRequest) -> AudioBuffer | Awaitable[AudioBuffer]:
         """Speak ``request.text`` in ``request.language`` with ``request.voice``."""
+        ...
+
+
+@runtime_checkable
+class Separator(Protocol):
+    """A recording to its speech and everything else (music, effects, ambience).
+
+    Not part of the fragment pipeline: a file dub calls it once per file, before
+    segmentation, to keep the background under the dub (``background="separate"``).
+    """
+
+    def separate(self, request: SeparationRequest) -> Separation | Awaitable[Separation]:
+        """Split ``request.audio``; both tracks keep its sample rate and length."""
         ...

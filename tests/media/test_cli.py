@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,29 @@ def test_dub_writes_audio_subtitles_and_a_summary(talk: Path, tmp_path: Path, ca
         "talk.de.en.vtt",
         "talk.de.wav",
     ]
+
+
+def test_background_separate_loads_the_separator_by_name(talk: Path, tmp_path: Path, capsys) -> None:
+    argv = ["dub", str(talk), "-o", str(tmp_path / "o.wav"), "--from", "en", "--to", "de", *FAKES]
+    assert main([*argv, "--background", "separate", "--separator", "fake"]) == 0
+    assert (tmp_path / "o.wav").exists()
+    # Without a separator installed under that name, nothing loads and the error says so.
+    assert main([*argv, "--background", "separate", "--separator", "nonesuch"]) == 2
+    assert "no separator stage named 'nonesuch'" in capsys.readouterr().err
+
+
+def test_report_says_how_each_segment_was_fitted(talk: Path, tmp_path: Path, capsys) -> None:
+    report = tmp_path / "report.json"
+    argv = ["dub", str(talk), "-o", str(tmp_path / "o.wav"), "--from", "en", "--to", "de", *FAKES]
+    assert main([*argv, "--report", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "fit: " in printed and str(report) in printed
+    written = json.loads(report.read_text(encoding="utf-8"))
+    assert [s["sequence_number"] for s in written["segments"]] == [0, 1, 2]
+    for segment in written["segments"]:
+        assert segment["start"] < segment["end"] and segment["speed"] > 0 and segment["stretch"] > 0
+        assert segment["shortened"] is False and segment["borrowed"] >= 0
+    assert written["summary"]["dubbed"] == 3
 
 
 def test_failed_fragments_exit_non_zero_unless_allowed(talk: Path, tmp_path: Path, capsys) -> None:

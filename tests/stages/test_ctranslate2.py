@@ -247,3 +247,74 @@ def test_check_stage(marian: CTranslate2Translator) -> None:
 def test_check_plugin_by_name(marian_dir: Path) -> None:
     report = check_plugin("translator", "ctranslate2", model=str(marian_dir), **OPTIONS)
     assert report.ok
+
+
+# -- length budgets: n-best hypotheses ---------------------------------------------------------
+
+
+def n_best(model_dir: Path, text: str, n: int = 4) -> list[str]:
+    """The model's n best hypotheses, driven by hand as the CTranslate2 docs show."""
+    import ctranslate2
+    import sentencepiece as spm
+
+    source = spm.SentencePieceProcessor(model_file=str(model_dir / "source.spm"))
+    target = spm.SentencePieceProcessor(model_file=str(model_dir / "target.spm"))
+    translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type="int8")
+    result = translator.translate_batch(
+        [[*source.encode(text, out_type=str), "</s>"]],
+        beam_size=n,
+        num_hypotheses=n,
+        max_decoding_length=12,
+        return_scores=True,
+    )[0]
+    return [
+        target.decode_pieces([t for t in h if t not in ("</s>", "<unk>")]).strip() for h in result.hypotheses
+    ]
+
+
+def test_a_length_budget_picks_the_best_hypothesis_that_fits(
+    marian: CTranslate2Translator, marian_dir: Path
+) -> None:
+    assert marian.supports_length_budget is True
+    text = "We will meet at the station tomorrow morning."
+    hypotheses = n_best(marian_dir, text)
+    assert len(hypotheses) == 4
+    plain = marian.translate(request(text)).text
+    floor = marian.min_length_ratio * len(hypotheses[0])
+    adequate = [h for h in hypotheses if h and len(h) >= floor]
+    for max_chars in sorted({len(h) for h in adequate}):
+        budget = stsdub.stages.LengthBudget(max_chars=max_chars, seconds=1.0)
+        chosen = marian.translate(
+            TranslationRequest(text=text, source_language="en", target_language="de", budget=budget)
+        ).text
+        fitting = [h for h in adequate if len(h) <= max_chars]
+        assert chosen == fitting[0]  # the best-scored of those that fit
+    # A budget nothing meets: the shortest adequate hypothesis, never a fragment of one.
+    budget = stsdub.stages.LengthBudget(max_chars=1, seconds=0.1)
+    chosen = marian.translate(
+        TranslationRequest(text=text, source_language="en", target_language="de", budget=budget)
+    ).text
+    assert chosen == min(adequate, key=len) and len(chosen) >= floor
+    # Without a budget, nothing changes.
+    assert marian.translate(request(text)).text == plain
+
+
+def test_budgeted_and_plain_requests_share_a_batch(marian: CTranslate2Translator) -> None:
+    budget = stsdub.stages.LengthBudget(max_chars=5, seconds=0.5)
+    requests = [
+        request("Good evening.", seq=0),
+        TranslationRequest(
+            text="The children are playing in the garden.",
+            source_language="en",
+            target_language="de",
+            sequence_number=1,
+            budget=budget,
+        ),
+        request("", seq=2),
+        request("Please open the window.", seq=3),
+    ]
+    results = marian.translate_batch(requests)
+    assert [isinstance(r, Translation) for r in results] == [True] * 4
+    assert results[0].text == marian.translate(request("Good evening.")).text
+    assert results[2].text == ""
+    assert results[3].text == marian.translate(request("Please open the window.")).text

@@ -44,6 +44,14 @@ def stsdub_register_stages() -> list[StageSpec]:
         ),
         StageSpec(
             kind="translator",
+            name="llm",
+            factory="stsdub._builtin.llm:LLMTranslator",
+            description="any OpenAI-compatible chat API (OpenAI, vLLM, llama.cpp, Ollama); length budgets",
+            requires=("openai",),
+            install_hint=_hint("llm"),
+        ),
+        StageSpec(
+            kind="translator",
             name="apertium",
             factory="stsdub._builtin.apertium:ApertiumTranslator",
             description="Apertium rule-based MT from Debian's packages (offline; the installed pairs)",
@@ -75,6 +83,14 @@ def stsdub_register_stages() -> list[StageSpec]:
             install_hint="apt-get install espeak-ng",
         ),
         StageSpec(
+            kind="separator",
+            name="demucs",
+            factory="stsdub._builtin.demucs:DemucsSeparator",
+            description="HT-Demucs voice / background separation (htdemucs, htdemucs_ft; CUDA or CPU)",
+            requires=("demucs", "torch"),
+            install_hint=_hint("separate"),
+        ),
+        StageSpec(
             kind="asr",
             name="fake",
             factory="stsdub.testing:FakeASR",
@@ -91,5 +107,11 @@ def stsdub_register_stages() -> list[StageSpec]:
             name="fake",
             factory="stsdub.testing:FakeSynthesizer",
             description="test stage: a tone as long as the fragment (no model)",
+        ),
+        StageSpec(
+            kind="separator",
+            name="fake",
+            factory="stsdub.testing:FakeSeparator",
+            description="test stage: the 300-3400 Hz band is the voice, the rest background (no model)",
         ),
     ]

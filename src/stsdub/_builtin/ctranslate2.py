@@ -10,6 +10,12 @@ which is downloaded and converted once into the Hugging Face cache (see
 Requests waiting together (from one or several streams) become one
 ``ctranslate2.Translator.translate_batch`` call; NLLB's per-example target language goes in
 the target prefix, so a batch may mix languages.
+
+Length budgets (``supports_length_budget``): a request with a
+:class:`~stsdub.LengthBudget` is decoded with n-best beam search (``num_hypotheses``), and
+the best-scored hypothesis that fits ``max_chars`` is chosen, unless it is shorter than
+``min_length_ratio`` of the best hypothesis (a sentence cut in half is no translation).
+When none fits, the shortest adequate one is chosen; the pipeline stretches what is left.
 """
 
 from __future__ import annotations
@@ -190,6 +196,10 @@ class CTranslate2Translator:
             the Hugging Face cache (``HF_HUB_CACHE``), as faster-whisper's option of that name.
         local_files_only: Use a conversion made before; never ask the Hub (as
             ``HF_HUB_OFFLINE=1``).
+        num_hypotheses: Hypotheses decoded for a request with a length budget (the beam is
+            widened to at least this many).
+        min_length_ratio: Shortest hypothesis accepted for a budget, as a fraction of the
+            best hypothesis's length.
 
     Raises:
         StageLoadError: The model directory or tokenizer is missing or cannot be loaded, or
@@ -199,6 +209,8 @@ class CTranslate2Translator:
 
     #: One CTranslate2 call at a time; batching across streams is where the speed comes from.
     concurrency = 1
+    #: A request with a length budget gets the best n-best hypothesis that fits it.
+    supports_length_budget = True
 
     def __init__(
         self,
@@ -217,6 +229,8 @@ class CTranslate2Translator:
         translate_options: Mapping[str, Any] | None = None,
         download_root: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
+        num_hypotheses: int = 4,
+        min_length_ratio: float = 0.5,
     ) -> None:
         try:
             import ctranslate2
@@ -238,8 +252,12 @@ class CTranslate2Translator:
             )
         if language_pair is not None and len(language_pair) != 2:
             raise StageLoadError("ctranslate2 translator: language_pair must be (source, target)")
-        if beam_size < 1 or max_batch_size < 1:
-            raise StageLoadError("ctranslate2 translator: beam_size and max_batch_size must be >= 1")
+        if beam_size < 1 or max_batch_size < 1 or num_hypotheses < 1:
+            raise StageLoadError(
+                "ctranslate2 translator: beam_size, max_batch_size and num_hypotheses must be >= 1"
+            )
+        if not 0 <= min_length_ratio <= 1:
+            raise StageLoadError("ctranslate2 translator: min_length_ratio must lie between 0 and 1")
         ct2_device, device_index = _split_device(device)
         compute_type = compute_type or ("float16" if ct2_device == "cuda" else "int8")
         model_dir = Path(model).expanduser()
@@ -268,6 +286,8 @@ class CTranslate2Translator:
             None if language_pair is None else (_base(language_pair[0]), _base(language_pair[1]))
         )
         self.max_batch_size = max_batch_size
+        self.num_hypotheses = num_hypotheses
+        self.min_length_ratio = min_length_ratio
         self._options: dict[str, Any] = {
             "beam_size": beam_size,
             "max_input_length": max_input_length,
@@ -356,9 +376,9 @@ class CTranslate2Translator:
         if self._translator is None:
             raise StageError(ErrorCode.INTERNAL_ERROR, "the ctranslate2 translator is closed")
         results: list[Translation | StageError | None] = [None] * len(requests)
-        batch: list[list[str]] = []
-        prefixes: list[list[str] | None] = []
-        positions: list[int] = []
+        # Requests with a budget decode n-best, which costs more: they go in a call of their own.
+        plain: list[tuple[int, list[str], list[str] | None]] = []
+        budgeted: list[tuple[int, list[str], list[str] | None]] = []
         for i, request in enumerate(requests):
             if not request.text.strip():
                 results[i] = Translation("")
@@ -368,29 +388,54 @@ class CTranslate2Translator:
             except StageError as err:
                 results[i] = err
                 continue
-            batch.append(tokens)
-            prefixes.append(prefix)
-            positions.append(i)
-        if batch:
-            has_prefix = any(p is not None for p in prefixes)
-            try:
-                outputs = self._translator.translate_batch(
-                    batch,
-                    target_prefix=prefixes if has_prefix else None,
-                    max_batch_size=self.max_batch_size,
-                    **self._options,
-                )
-            except RuntimeError as exc:
-                # A full GPU may have room again for the next (smaller) batch.
-                code = (
-                    ErrorCode.TEMPORARY_UNAVAILABLE
-                    if "out of memory" in str(exc).lower()
-                    else ErrorCode.INTERNAL_ERROR
-                )
-                raise StageError(code, f"CTranslate2 failed: {exc}") from exc
-            for i, output, prefix in zip(positions, outputs, prefixes, strict=True):
+            (budgeted if request.budget is not None else plain).append((i, tokens, prefix))
+        if plain:
+            outputs = self._run([t for _, t, _ in plain], [p for _, _, p in plain], {})
+            for (i, _, prefix), output in zip(plain, outputs, strict=True):
                 results[i] = Translation(self._decode(output.hypotheses[0], prefix is not None))
+        if budgeted:
+            n = self.num_hypotheses
+            options = {
+                "num_hypotheses": n,
+                "beam_size": max(self._options["beam_size"], n),
+                "return_scores": True,
+            }
+            outputs = self._run([t for _, t, _ in budgeted], [p for _, _, p in budgeted], options)
+            for (i, _, prefix), output in zip(budgeted, outputs, strict=True):
+                budget = requests[i].budget
+                assert budget is not None
+                texts = [self._decode(h, prefix is not None) for h in output.hypotheses]
+                results[i] = Translation(self._fitting(texts, budget.max_chars))
         return [r if r is not None else StageError(ErrorCode.INTERNAL_ERROR, "no result") for r in results]
+
+    def _run(self, batch: list[list[str]], prefixes: list[list[str] | None], options: dict[str, Any]) -> Any:
+        has_prefix = any(p is not None for p in prefixes)
+        try:
+            return self._translator.translate_batch(
+                batch,
+                target_prefix=prefixes if has_prefix else None,
+                max_batch_size=self.max_batch_size,
+                **{**self._options, **options},
+            )
+        except RuntimeError as exc:
+            # A full GPU may have room again for the next (smaller) batch.
+            code = (
+                ErrorCode.TEMPORARY_UNAVAILABLE
+                if "out of memory" in str(exc).lower()
+                else ErrorCode.INTERNAL_ERROR
+            )
+            raise StageError(code, f"CTranslate2 failed: {exc}") from exc
+
+    def _fitting(self, texts: Sequence[str], max_chars: int) -> str:
+        """The best-scored hypothesis within ``max_chars`` that is not too short.
+
+        ``texts`` come best first. Without one that fits, the shortest adequate one.
+        """
+        best = texts[0]
+        floor = self.min_length_ratio * len(best)
+        adequate = [t for t in texts if t and len(t) >= floor] or [best]
+        fitting = [t for t in adequate if len(t) <= max_chars]
+        return fitting[0] if fitting else min(adequate, key=len)
 
     def warmup(self) -> None:
         """Translate one short sentence so the first fragment pays no first-call cost."""

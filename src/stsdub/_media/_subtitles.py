@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import attrs
 
-__all__ = ["SUBTITLE_FORMATS", "Cue", "render", "to_srt", "to_vtt"]
+from ..errors import ProjectError
+
+__all__ = ["SUBTITLE_FORMATS", "Cue", "parse_srt", "render", "to_srt", "to_vtt"]
 
 SUBTITLE_FORMATS = ("srt", "vtt")
 
@@ -56,3 +59,60 @@ def render(cues: Iterable[Cue], fmt: str) -> str:
     if fmt == "vtt":
         return to_vtt(cues)
     raise ValueError(f"unknown subtitle format {fmt!r}; known: {SUBTITLE_FORMATS}")
+
+
+_TIMING = re.compile(
+    r"^\s*(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})\s*-->\s*(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})"
+)
+
+
+def _seconds(h: str, m: str, s: str, ms: str) -> float:
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms.ljust(3, "0")) / 1000
+
+
+def parse_srt(text: str, *, name: str = "SRT") -> list[Cue]:
+    """Cues of SubRip text, in order.
+
+    Lenient where editors differ (a missing cue number, ``.`` for ``,``, a byte-order mark,
+    CRLF line ends), strict where a cue would be misread: every block needs a timing line that
+    parses, an end after its start, and cues may not overlap (each starts at or after the end
+    of the one before; a millisecond of slack absorbs rounding).
+
+    Raises:
+        ProjectError: A block without a valid timing line, an end not after its start, or
+            overlapping cues; the message names ``name`` and the line.
+    """
+    lines = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    cues: list[Cue] = []
+    block: list[tuple[int, str]] = []
+    for number, line in enumerate([*lines, ""], 1):
+        if line.strip():
+            block.append((number, line))
+            continue
+        if not block:
+            continue
+        at, timing = block[0]
+        body = block[1:]
+        if not _TIMING.match(timing) and len(block) > 1:
+            at, timing = block[1]  # the usual case: a cue number first
+            body = block[2:]
+        match = _TIMING.match(timing)
+        if match is None:
+            raise ProjectError(
+                f"{name}, line {at}: expected a timing line like"
+                f" '00:00:01,000 --> 00:00:02,500', got {timing.strip()!r}"
+            )
+        start = _seconds(*match.groups()[:4])
+        end = _seconds(*match.groups()[4:])
+        if end <= start:
+            raise ProjectError(
+                f"{name}, line {at}: the cue ends ({end:.3f} s) before it starts ({start:.3f} s)"
+            )
+        if cues and start < cues[-1].end - 0.001:
+            raise ProjectError(
+                f"{name}, line {at}: the cue at {start:.3f} s overlaps the one before"
+                f" (which ends at {cues[-1].end:.3f} s); cues must not overlap"
+            )
+        cues.append(Cue(start, end, "\n".join(line.strip() for _, line in body).strip()))
+        block = []
+    return cues

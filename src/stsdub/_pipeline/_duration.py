@@ -3,6 +3,11 @@
 For each fragment (docs/duration-matching.md tells the whole story):
 
 1. Leading and trailing silence of the synthesized speech is trimmed.
+   (Before that, the stream may have asked a translator that honours a length budget for a
+   shorter text, when the speech would need more than ``comfortable_speed``.)
+   Speech longer than its aim first borrows up to ``max_borrow`` seconds of the silence that
+   follows the source's speech in the fragment (or the pause after the fragment, which a
+   file host appends to it: ``tail``), and is only sped up for what is left.
 2. A synthesizer that can change its speaking rate (``supports_speed = True``) is asked once
    more, at a speed clamped to ``[min_speed, max_speed]`` (:meth:`DurationMatcher.speed_for`;
    the stream makes that call).
@@ -91,6 +96,12 @@ class DurationPolicy:
         max_carry: Seconds of speech that may run past a fragment's end into the next one.
         max_forced_stretch: Fastest tempo used, beyond ``max_stretch``, to keep the carry
             within ``max_carry`` (a last resort; the status reports the mismatch).
+        comfortable_speed: Tempo above which speech sounds rushed: when the first synthesis
+            would need more, a translator that honours a length budget is asked once more
+            for a shorter text before anything is sped up or stretched.
+        max_borrow: Seconds that speech longer than the source's may take from the silence
+            after the source's speech (within the fragment, or the pause a file host appends
+            to it) before it is sped up; 0 turns borrowing off.
     """
 
     success_max: float = attrs.field(default=0.10, validator=_check_ratio)
@@ -105,6 +116,8 @@ class DurationPolicy:
     stretch_tolerance: float = attrs.field(default=0.02, validator=_check_ratio)
     max_carry: float = attrs.field(default=0.5, validator=_check_ratio)
     max_forced_stretch: float = attrs.field(default=3.0, validator=_check_factor)
+    comfortable_speed: float = attrs.field(default=1.15, validator=_check_factor)
+    max_borrow: float = attrs.field(default=0.5, validator=_check_ratio)
 
     def __attrs_post_init__(self) -> None:
         if self.partial_max < self.success_max:
@@ -114,6 +127,8 @@ class DurationPolicy:
                 raise ConfigurationError(f"DurationPolicy needs {low} <= 1 <= {high}")
         if self.max_forced_stretch < self.max_stretch:
             raise ConfigurationError("DurationPolicy.max_forced_stretch must be >= max_stretch")
+        if self.comfortable_speed < 1:
+            raise ConfigurationError("DurationPolicy.comfortable_speed must be >= 1")
 
     def status_for(self, variance: float) -> Status:
         """SUCCESS up to ``success_max``, PARTIAL above (FAILED is decided by ``strict``)."""
@@ -161,6 +176,12 @@ class Fitted:
     tempo: float = 1.0
     #: Samples of this fragment's speech in ``audio`` plus ``carry`` (after stretching).
     speech_samples: int = 0
+    #: Seconds taken from the silence after the aim instead of speeding up.
+    borrowed: float = 0.0
+    #: Seconds from the fragment's start at which this fragment's speech starts.
+    start: float = 0.0
+    #: Seconds the speech aimed at (the source's speech, or the fragment's own time).
+    aim: float = 0.0
 
 
 def trim_silence(samples: FloatArray, level: float = _SILENCE_LEVEL) -> FloatArray:
@@ -254,18 +275,36 @@ class DurationMatcher:
         if self.policy.time_stretch:
             find_rubberband()
 
+    def room_for(
+        self, natural: float, target_seconds: float, carry: Carry | None = None, spare: float = 0.0
+    ) -> float:
+        """Seconds ``natural`` seconds of speech may last: the aim, plus what may be borrowed.
+
+        Args:
+            natural: Seconds of speech (silence trimmed).
+            target_seconds: The aim (the source's speech, or the fragment's own time).
+            carry: Speech the previous fragment carries into this one (when the aim is the
+                whole fragment).
+            spare: Seconds of silence after the aim that speech may borrow from.
+        """
+        room = target_seconds - (carry.duration if carry is not None else 0.0)
+        if natural > room > 0:
+            room += min(natural - room, max(spare, 0.0), self.policy.max_borrow)
+        return room
+
     def speed_for(
-        self, speech: AudioBuffer, target_seconds: float, carry: Carry | None = None
+        self, speech: AudioBuffer, target_seconds: float, carry: Carry | None = None, spare: float = 0.0
     ) -> float | None:
         """The speaking rate to ask the synthesizer for, or ``None`` when ``speech`` will do.
 
         Args:
             speech: What the synthesizer said at its natural speed.
-            target_seconds: The fragment's length.
+            target_seconds: The aim: the source's speech, or the fragment's own time.
             carry: Speech the previous fragment carries into this one.
+            spare: Seconds of silence after the aim that the speech may borrow first.
         """
         natural = trim_silence(speech.samples).size / speech.sample_rate
-        room = target_seconds - (carry.duration if carry is not None else 0.0)
+        room = self.room_for(natural, target_seconds, carry, spare)
         if natural == 0 or room <= 0:
             return None if natural == 0 else self.policy.max_speed
         wanted = natural / room
@@ -283,6 +322,7 @@ class DurationMatcher:
         *,
         aim_samples: int | None = None,
         offset: int = 0,
+        tail: int = 0,
     ) -> bool:
         """Whether :meth:`fit` is cheap enough to run on the event loop.
 
@@ -295,9 +335,39 @@ class DurationMatcher:
             return True
         natural = trim_silence(speech.samples).size * sample_rate / speech.sample_rate
         carried = carry.at_rate(sample_rate).size if carry is not None else 0
-        room = target_samples - max(carried, offset)
-        aim = room if aim_samples is None else min(aim_samples, room)
-        return aim > 0 and natural > 0 and abs(natural / aim - 1.0) <= self.policy.stretch_tolerance
+        _start, aim, borrowed = self._plan(
+            natural, max(target_samples, 1), carried, offset, aim_samples, tail, sample_rate
+        )
+        goal = aim + borrowed
+        return goal > 0 and natural > 0 and abs(natural / goal - 1.0) <= self.policy.stretch_tolerance
+
+    def _plan(
+        self,
+        natural: float,
+        target: int,
+        carried: int,
+        offset: int,
+        aim_samples: int | None,
+        tail: int,
+        sample_rate: int,
+    ) -> tuple[int, int, int]:
+        """Where the speech starts, its aim, and what it borrows after the aim (samples)."""
+        # This fragment's speech starts after the carried speech and not before the source's did.
+        start = carried + max(offset - carried, 0)
+        room = target - start
+        tail = min(max(tail, 0), max(room - 1, 0))
+        if aim_samples is None and tail == 0:
+            aim = room
+        elif aim_samples is None:
+            aim = max(room - tail, 1)
+        else:
+            aim = max(min(aim_samples, room - tail), 1)
+        borrowed = 0
+        if aim > 0 and natural > aim:
+            # Silence after the aim would stay silent: take some of it before speeding up.
+            cap = min(max(room - aim, 0), round(self.policy.max_borrow * sample_rate))
+            borrowed = min(math.ceil(natural - aim), cap)
+        return start, aim, borrowed
 
     def spill(
         self, carry: Carry, target_samples: int, sample_rate: int, sequence_number: int
@@ -322,6 +392,7 @@ class DurationMatcher:
         sequence_number: int = 0,
         aim_samples: int | None = None,
         offset: int = 0,
+        tail: int = 0,
     ) -> Fitted:
         """Fit ``speech`` into ``target_samples`` samples at ``sample_rate``.
 
@@ -337,6 +408,9 @@ class DurationMatcher:
                 speech, when the ASR said where it was. ``None``: all the room there is.
             offset: Where the source's speech started in the fragment; the dubbed speech
                 starts there too (or after the carried speech, if that runs longer).
+            tail: Samples at the end of the fragment that belong to the pause after it (a
+                file host appends them): speech aims at the time before them and may only
+                borrow from them (up to ``max_borrow``).
         """
         policy = self.policy
         target = max(target_samples, 1)
@@ -355,25 +429,26 @@ class DurationMatcher:
 
         c = carried.size
         natural = trimmed.size * sample_rate / speech.sample_rate  # speech length at the output rate
-        # This fragment's speech starts after the carried speech and not before the source's did.
-        lead = max(offset - c, 0)
-        start = c + lead
+        start, aim, borrowed = self._plan(natural, target, c, offset, aim_samples, tail, sample_rate)
+        lead = start - c
         room = target - start
-        aim = room if aim_samples is None else max(min(aim_samples, room), 1)
-        if aim_samples is None:
+        whole = aim_samples is None and tail <= 0  # the aim is the whole fragment
+        # Borrowed time is chosen, not a mismatch: the speech aims at the aim plus it.
+        goal = aim + borrowed
+        if whole:
             natural_variance = abs(c + natural * speed - target) / target
         else:
             natural_variance = abs(natural * speed - aim) / aim
-        wanted = natural / aim if aim > 0 else math.inf
+        wanted = natural / goal if goal > 0 else math.inf
         tempo = 1.0
         if policy.time_stretch:
             tempo = min(max(wanted, policy.min_stretch), policy.max_stretch)
             if abs(tempo - 1.0) <= policy.stretch_tolerance:
                 tempo = 1.0
-        if aim_samples is None:
-            variance = abs(c + natural / tempo - target) / target
-        else:
-            variance = abs(natural / tempo - aim) / aim
+        spoken = natural / tempo
+        variance = abs(c + spoken - target) / target if whole else abs(spoken - goal) / goal
+        # What the speech really takes of the silence after the aim, once stretched.
+        used = min(max(natural / tempo - aim, 0.0), borrowed) if borrowed else 0.0
 
         # Keep the drift bounded: this fragment's speech may end at most max_carry late.
         limit = target + round(policy.max_carry * sample_rate) - start
@@ -393,8 +468,8 @@ class DurationMatcher:
         placed = _audio.resample(stretched, speech.sample_rate, sample_rate)
         # Rubberband and resampling round lengths: a stretch to fit the room exactly may end a
         # few samples late, which is no reason to carry anything.
-        if tempo == wanted and 0 < placed.size - aim <= round(_ROUNDING_SECONDS * sample_rate):
-            placed = placed[:aim]
+        if tempo == wanted and 0 < placed.size - goal <= round(_ROUNDING_SECONDS * sample_rate):
+            placed = placed[:goal]
         if placed.size > limit:
             placed = trim_silence(placed) if not cut else placed
         if placed.size > limit:
@@ -442,4 +517,7 @@ class DurationMatcher:
             natural_variance=natural_variance,
             tempo=tempo,
             speech_samples=placed.size,
+            borrowed=used / sample_rate,
+            start=start / sample_rate,
+            aim=max(aim, 0) / sample_rate,
         )

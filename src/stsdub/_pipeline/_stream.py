@@ -30,7 +30,9 @@ from .._model import (
     AudioAsset,
     AudioBuffer,
     DubResult,
+    Fit,
     Fragment,
+    LengthBudget,
     Status,
     SynthesisRequest,
     Transcript,
@@ -47,6 +49,7 @@ from ..errors import (
     StreamClosedError,
 )
 from ._backpressure import BackpressureCallback, BackpressureLevels, LevelTracker
+from ._duration import trim_silence
 from ._runner import wrap_exception
 
 if TYPE_CHECKING:
@@ -117,6 +120,7 @@ class _Job:
         "timings",
         "transcript",
         "translation",
+        "translation_request",
         "warnings",
     )
 
@@ -129,6 +133,8 @@ class _Job:
         self.warnings: list[str] = []
         self.transcript: TranscriptAsset | None = None
         self.translation: TranslationAsset | None = None
+        #: The request the translation came from (asked again, with a budget, to shorten it).
+        self.translation_request: TranslationRequest | None = None
         self.error: StageError | None = None
         self.result: DubResult | None = None
 
@@ -182,6 +188,8 @@ class Stream:
         self._prev_spoken: str | None = None
         # Dubbed speech of the last fragment that runs past its end (see _duration.py).
         self._carry: Carry | None = None
+        # How fast this stream's voice speaks, for length budgets (see _SpeakingRate).
+        self._rate = _SpeakingRate()
         self.max_seen_in_pipeline = 0
 
     # -- public surface ---------------------------------------------------------------------
@@ -361,17 +369,20 @@ class Stream:
                 await out.send(job)
 
     async def _transcribe(self, job: _Job) -> None:
-        request = ASRRequest(
-            audio=job.fragment.buffer,
-            language=self.config.source_language,
-            previous_transcript=self._prev_transcript,
-            stream_id=self.stream_id,
-            sequence_number=job.fragment.sequence_number,
-            fragment_id=job.fragment.fragment_id,
-        )
-        transcript = await self._call(job, "asr", self._stages.asr, request, Transcript)
+        # A fragment that brings its transcript (reviewed, or from subtitles) skips the ASR.
+        transcript = job.fragment.transcript
         if transcript is None:
-            return
+            request = ASRRequest(
+                audio=job.fragment.buffer,
+                language=self.config.source_language,
+                previous_transcript=self._prev_transcript,
+                stream_id=self.stream_id,
+                sequence_number=job.fragment.sequence_number,
+                fragment_id=job.fragment.fragment_id,
+            )
+            transcript = await self._call(job, "asr", self._stages.asr, request, Transcript)
+            if transcript is None:
+                return
         job.transcript = TranscriptAsset(job.asset_id("transcript"), (job.fragment_asset_id,), transcript)
         if transcript.text.strip():
             self._prev_transcript = transcript.text
@@ -393,7 +404,9 @@ class Stream:
         source = self.config.source_language or job.transcript.language
         target = self.config.target_language
         translation: Translation | None
-        if same_language(source, target):
+        if job.fragment.translation is not None:  # given (reviewed, or from subtitles)
+            translation = job.fragment.translation
+        elif same_language(source, target):
             translation = Translation(text)
         elif self._stages.translator is None:
             job.error = StageError(
@@ -414,6 +427,7 @@ class Stream:
                 sequence_number=job.fragment.sequence_number,
                 fragment_id=job.fragment.fragment_id,
             )
+            job.translation_request = request
             translation = await self._call(job, "translation", self._stages.translator, request, Translation)
             if translation is None:
                 return
@@ -484,9 +498,14 @@ class Stream:
             audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), spilled, "dubbed")
             job.result = self._result(job, Status.SUCCESS, audio)
             return
-        # Aim at the source's speech, where the ASR says it was; else at the whole fragment.
+        # Aim at the source's speech, where the ASR says it was; else at the fragment's own time
+        # (a file host may append the pause after it, which speech may only borrow from).
         span = _speech_span(job.transcript)
-        aim_seconds = span[1] if span is not None else fragment.duration
+        tail_seconds = _tail_seconds(fragment)
+        aim_seconds = span[1] if span is not None else fragment.duration - tail_seconds
+        # Silence after the aim that speech longer than the source's may borrow.
+        spare = fragment.duration - span[0] - span[1] if span is not None else tail_seconds
+        room_carry = carry if span is None else None
         request = SynthesisRequest(
             text=text,
             language=self.config.target_language,
@@ -501,12 +520,43 @@ class Stream:
         speech = await self._call(job, "synthesis", runner, request, AudioBuffer)
         if speech is None:
             return
+        natural = _speech_seconds(speech)
+        chars = len(text.strip())
+        self._rate.observe(chars, natural)
+        # Speech that would need more than a comfortable speed-up: a translator that can keep
+        # to a length budget is asked once for a shorter text, which sounds better than any
+        # speed-up or stretch.
+        long_text: str | None = None
+        budget: LengthBudget | None = None
+        room = duration.room_for(natural, aim_seconds, room_carry, spare)
+        if (
+            room > 0
+            and natural / room > duration.policy.comfortable_speed
+            and job.translation.translated
+            and job.translation_request is not None
+            and self._stages.translator is not None
+            and getattr(self._stages.translator.stage, "supports_length_budget", False) is True
+        ):
+            rate_now = self._rate.estimate() or chars / natural
+            budget = LengthBudget(
+                max_chars=max(1, math.floor(rate_now * room)),
+                seconds=round(room, 3),
+                previous=text,
+                chars_per_second=round(rate_now, 2),
+            )
+            shorter = await self._shorten(job, request, budget)
+            if shorter is None and job.error is not None:
+                return
+            if shorter is not None:
+                long_text, (text, speech) = text, shorter
+                request = attrs.evolve(request, text=text)
+                self._rate.observe(len(text.strip()), _speech_seconds(speech))
         self._prev_spoken = text
         # A synthesizer that can change its speaking rate is asked once more first: a voice
         # speaking faster sounds better than a recording stretched.
         speed = 1.0
         if getattr(runner.stage, "supports_speed", False) is True:
-            wanted = duration.speed_for(speech, aim_seconds, carry if span is None else None)
+            wanted = duration.speed_for(speech, aim_seconds, room_carry, spare)
             if wanted is not None:
                 faster = attrs.evolve(request, speed=wanted)
                 again = await self._call(job, "synthesis", runner, faster, AudioBuffer)
@@ -520,6 +570,7 @@ class Stream:
 
         aim = round(span[1] * rate) if span is not None else None
         offset = round(span[0] * rate) if span is not None else 0
+        tail = round(tail_seconds * rate)
 
         def fit() -> Fitted:
             return duration.fit(
@@ -531,12 +582,15 @@ class Stream:
                 sequence_number=fragment.sequence_number,
                 aim_samples=aim,
                 offset=offset,
+                tail=tail,
             )
 
         started = anyio.current_time()
         with anyio.CancelScope(deadline=job.deadline) as scope:
             try:
-                if duration.runs_inline(speech, target, rate, carry, aim_samples=aim, offset=offset):
+                if duration.runs_inline(
+                    speech, target, rate, carry, aim_samples=aim, offset=offset, tail=tail
+                ):
                     fitted = fit()
                 else:
                     fitted = await anyio.to_thread.run_sync(
@@ -554,13 +608,78 @@ class Stream:
             job.error = fitted.error
             return
         self._carry = fitted.carry
+        fit_info = Fit(
+            shortened=long_text is not None,
+            long_text=long_text,
+            budget=budget,
+            speed=speed,
+            stretch=fitted.tempo,
+            borrowed=round(fitted.borrowed, 4),
+            start=round(fitted.start, 4),
+            seconds=round(fitted.speech_samples / rate, 4),
+            aim=round(fitted.aim, 4),
+            natural=round(natural, 4),
+        )
         audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), fitted.audio, "dubbed")
-        job.result = self._result(job, fitted.status, audio, duration_variance=fitted.variance)
+        job.result = self._result(job, fitted.status, audio, duration_variance=fitted.variance, fit=fit_info)
+
+    async def _shorten(
+        self, job: _Job, synthesis: SynthesisRequest, budget: LengthBudget
+    ) -> tuple[str, AudioBuffer] | None:
+        """Ask the translator for a text within ``budget`` and speak it.
+
+        Returns the shorter text and its speech, or ``None`` when there is none; then
+        ``job.error`` is set only when the fragment's budget ran out (the caller gives up),
+        and otherwise a warning says why the long text is kept.
+        """
+        assert job.translation is not None and job.translation_request is not None
+        translator = self._stages.translator
+        assert translator is not None
+        long_text = job.translation.text
+        request = attrs.evolve(job.translation_request, budget=budget)
+        shorter = await self._call(job, "translation", translator, request, Translation, timing="shorten")
+        if shorter is None:
+            return self._optional_failed(job, "shortening the translation")
+        text = shorter.text.strip()
+        if not text or len(text) >= len(long_text.strip()):
+            job.warnings.append(
+                f"asked for at most {budget.max_chars} characters ({budget.seconds:.2f} s), the"
+                f" translator answered {len(text)} for {len(long_text.strip())}; kept the first"
+            )
+            return None
+        speech = await self._call(
+            job, "synthesis", self._stages.synthesizer, attrs.evolve(synthesis, text=text), AudioBuffer
+        )
+        if speech is None:
+            return self._optional_failed(job, "speaking the shortened translation")
+        job.warnings.append(
+            f"translation shortened to fit {budget.seconds:.2f} s: {len(long_text.strip())} →"
+            f" {len(text)} characters (budget {budget.max_chars})"
+        )
+        job.translation = attrs.evolve(job.translation, translation=attrs.evolve(shorter, text=text))
+        return text, speech
+
+    @staticmethod
+    def _optional_failed(job: _Job, what: str) -> None:
+        """An optional step failed: keep going without it, unless the budget is spent."""
+        if job.error is not None and job.error.code is not ErrorCode.TIMEOUT:
+            job.warnings.append(f"{what} failed ({job.error}); kept the first translation")
+            job.error = None
 
     async def _call(
-        self, job: _Job, stage: str, runner: StageRunner[Any, Any], request: Any, kind: type
+        self,
+        job: _Job,
+        stage: str,
+        runner: StageRunner[Any, Any],
+        request: Any,
+        kind: type,
+        *,
+        timing: str | None = None,
     ) -> Any:
-        """One stage call inside the fragment's budget, with retries; None when it failed."""
+        """One stage call inside the fragment's budget, with retries; None when it failed.
+
+        ``timing`` names the entry of ``job.timings`` the time is added to (default ``stage``).
+        """
         started = anyio.current_time()
         attempt = 0
         result: Any = None
@@ -582,7 +701,8 @@ class Stream:
                         continue
                     job.error = err.with_stage(stage)
                     break
-        job.timings[stage] = job.timings.get(stage, 0.0) + 1000 * (anyio.current_time() - started)
+        key = timing or stage
+        job.timings[key] = job.timings.get(key, 0.0) + 1000 * (anyio.current_time() - started)
         if scope.cancelled_caught:
             job.error = self._timeout(stage)
             return None
@@ -669,6 +789,47 @@ class Stream:
 
 #: Shorter source speech than this is no reliable aim for the dubbed speech's length.
 _MIN_SPAN_SECONDS = 0.3
+#: The fragment metadata key a host sets to the seconds of pause it appended after the
+#: fragment's own speech (see docs/duration-matching.md, "Borrowing time").
+TAIL_KEY = "stsdub.tail_seconds"
+
+
+def _tail_seconds(fragment: Fragment) -> float:
+    """Seconds at the end of the fragment that are the pause after it (0 unless a host says)."""
+    value = fragment.metadata.get(TAIL_KEY, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return 0.0
+    # Never the whole fragment: its own time stays at least a tenth of a second.
+    return min(float(value), max(fragment.duration - 0.1, 0.0))
+
+
+def _speech_seconds(speech: AudioBuffer) -> float:
+    return trim_silence(speech.samples).size / speech.sample_rate
+
+
+class _SpeakingRate:
+    """A running estimate of how many characters a second this stream's voice speaks.
+
+    Older syntheses count less (each new one weighs as much as the last five together,
+    roughly), so a change of voice or speaker is followed within a few fragments.
+    """
+
+    _DECAY = 0.8
+    # Speech shorter than this says little about the rate (a word, a breath).
+    _MIN_SECONDS = 0.3
+
+    def __init__(self) -> None:
+        self.chars = 0.0
+        self.seconds = 0.0
+
+    def observe(self, chars: int, seconds: float) -> None:
+        if chars <= 0 or seconds < self._MIN_SECONDS:
+            return
+        self.chars = self.chars * self._DECAY + chars
+        self.seconds = self.seconds * self._DECAY + seconds
+
+    def estimate(self) -> float | None:
+        return self.chars / self.seconds if self.seconds > 0 else None
 
 
 def _speech_span(transcript: TranscriptAsset | None) -> tuple[float, float] | None:

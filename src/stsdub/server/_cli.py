@@ -128,6 +128,8 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
         changes["auth_token"] = token
     options = {k: dict(getattr(settings, f"{k}_options")) for k in ("asr", "translator", "synthesizer")}
     for kind, name, value in args.option:
+        if kind not in options:  # a separator works on whole files, which the service never sees
+            raise StsdubError(f"-O {kind}.{name}: the service has no {kind} stage")
         options[kind][name] = value
     if args.option:
         changes.update({f"{k}_options": v for k, v in options.items()})

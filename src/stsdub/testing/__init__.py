@@ -4,6 +4,7 @@
   models, with configurable latency, failures (by error code) and hangs, sync or async,
   with or without batch methods. They record every request they get, unless built with
   ``record=False`` (for long runs).
+- :class:`FakeSeparator`: a separator without a model (the speech band is the voice).
 - :func:`check_stage` / :func:`check_plugin`: a conformance check a plugin author can call
   from any test suite (or a plain script); it raises :class:`ConformanceError` listing
   every way the stage breaks the contract.
@@ -17,11 +18,13 @@ from ._conformance import check_stage as check_stage
 from ._fakes import FakeASR as FakeASR
 from ._fakes import FakeSynthesizer as FakeSynthesizer
 from ._fakes import FakeTranslator as FakeTranslator
+from ._separator import FakeSeparator as FakeSeparator
 
 __all__ = [
     "ConformanceError",
     "ConformanceReport",
     "FakeASR",
+    "FakeSeparator",
     "FakeSynthesizer",
     "FakeTranslator",
     "check_plugin",

@@ -20,12 +20,18 @@ from .._model import (
     TranslationRequest,
 )
 from .._plugins import StageRegistry
+from .._separation import Separation, SeparationRequest
 from ..errors import StageError
 from ..stages import STAGE_KINDS
 
 __all__ = ["ConformanceError", "ConformanceReport", "check_plugin", "check_stage"]
 
-_METHODS = {"asr": "transcribe", "translator": "translate", "synthesizer": "synthesize"}
+_METHODS = {
+    "asr": "transcribe",
+    "translator": "translate",
+    "synthesizer": "synthesize",
+    "separator": "separate",
+}
 
 
 class ConformanceError(AssertionError):
@@ -58,11 +64,24 @@ def _speechlike(seconds: float, rate: int) -> AudioBuffer:
     return AudioBuffer(samples.astype(np.float32), rate)
 
 
+def _aligned_with(audio: AudioBuffer) -> Callable[[Separation], str | None]:
+    def check(separation: Separation) -> str | None:
+        if not separation.aligned_with(audio):
+            return (
+                f"tracks of {separation.voice.samples.size} samples at {separation.sample_rate} Hz"
+                f" for input of {audio.samples.size} samples at {audio.sample_rate} Hz; both must"
+                " keep the input's rate and length"
+            )
+        return None
+
+    return check
+
+
 def _detect_kind(stage: object) -> str:
     found = [kind for kind, method in _METHODS.items() if callable(getattr(stage, method, None))]
     if len(found) != 1:
         raise TypeError(
-            f"cannot tell the kind of {type(stage).__name__}: pass kind='asr'|'translator'|'synthesizer'"
+            f"cannot tell the kind of {type(stage).__name__}: pass kind={'|'.join(map(repr, _METHODS))}"
         )
     return found[0]
 
@@ -133,6 +152,16 @@ async def _check(stage: object, kind: str, report: ConformanceReport) -> None:
         follow = attrs.evolve(t_request, sequence_number=1, previous_text="Good evening.")
         await expect("translate(with context)", follow, Translation, translated)
         batch_requests = [t_request, follow]
+    elif kind == "separator":
+        sep_requests = [
+            SeparationRequest(audio=_speechlike(2.0, 16_000)),
+            SeparationRequest(audio=_speechlike(1.5, 44_100), sequence_number=1),
+            SeparationRequest(audio=AudioBuffer.silence(1.0, 16_000), sequence_number=2),
+        ]
+        labels = ["speech at 16 kHz", "speech at 44.1 kHz", "silence"]
+        for label, sep_request in zip(labels, sep_requests, strict=True):
+            await expect(f"separate({label})", sep_request, Separation, _aligned_with(sep_request.audio))
+        batch_requests = sep_requests
     else:
 
         def audio_ok(a: AudioBuffer) -> str | None:
@@ -166,7 +195,9 @@ def check_stage(stage: object, kind: str | None = None) -> ConformanceReport:
 
     Calls the stage with valid requests (speech-like audio at several rates and silence for an
     ASR; a sentence with and without context for a translator; a sentence with a target
-    duration and a speed for a synthesizer), its batch method when it has one, and checks
+    duration and a speed for a synthesizer; speech-like audio at two rates and silence for a
+    separator, whose tracks must keep the input's rate and length), its batch method when it
+    has one, and checks
     the types and values it returns. Works in plain scripts and under any event loop.
 
     Raises:

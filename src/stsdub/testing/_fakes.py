@@ -228,12 +228,21 @@ class FakeASR(_FakeStage[ASRRequest]):
 
 
 class FakeTranslator(_FakeStage[TranslationRequest]):
-    """Translates ``text`` into ``"[<target>] <text>"``."""
+    """Translates ``text`` into ``"[<target>] <text>"``.
+
+    With ``length_budget=True`` it declares ``supports_length_budget`` and answers a request
+    that carries a :class:`~stsdub.LengthBudget` with that text cut, at a word, to the
+    budget's ``max_chars``.
+    """
 
     kind = "translator"
 
-    def __init__(self, *, supported: Iterable[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, supported: Iterable[str] | None = None, length_budget: bool = False, **kwargs: Any
+    ) -> None:
         self.supported = None if supported is None else frozenset(supported)
+        if length_budget:
+            self.supports_length_budget = True
         super().__init__(**kwargs)
 
     def _produce(self, request: TranslationRequest) -> Translation:
@@ -241,7 +250,11 @@ class FakeTranslator(_FakeStage[TranslationRequest]):
             raise StageError(
                 ErrorCode.UNSUPPORTED_LANGUAGE, f"fake translator cannot reach {request.target_language}"
             )
-        return Translation(f"[{request.target_language}] {request.text}")
+        text = f"[{request.target_language}] {request.text}"
+        if request.budget is not None and len(text) > request.budget.max_chars:
+            cut = text[: request.budget.max_chars + 1]
+            text = cut.rsplit(" ", 1)[0] if " " in cut else cut[: request.budget.max_chars]
+        return Translation(text)
 
 
 class FakeSynthesizer(_FakeStage[SynthesisRequest]):
