@@ -79,6 +79,7 @@ def benchmarks(session: nox.Session) -> None:
         "bench_fit.py",
         "bench_soundtrack.py",
         "bench_ray.py",
+        "bench_diarize.py",
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)
 

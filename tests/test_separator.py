@@ -47,7 +47,7 @@ def _dubber(**options: Any) -> stsdub.Dubber:
 
 
 def test_separator_is_a_stage_kind_after_the_pipeline_kinds() -> None:
-    assert STAGE_KINDS == ("asr", "translator", "synthesizer", "separator")
+    assert STAGE_KINDS[:4] == ("asr", "translator", "synthesizer", "separator")
     assert isinstance(FakeSeparator(), Separator)
 
 
@@ -127,7 +127,8 @@ def test_registry_lists_the_separators() -> None:
     assert demucs.package == "stsdub" and demucs.requires == ("demucs", "torch")
     assert demucs.install_hint == "pip install 'stsdub[separate]'"
     # Listed after the pipeline's stages, as `stsdub plugins` shows them.
-    assert [s.kind for s in registry][-2:] == ["separator", "separator"]
+    kinds = [s.kind for s in registry]
+    assert kinds[kinds.index("separator") - 1] == "synthesizer" and kinds.count("separator") == 2
     assert check_plugin("separator", "fake").ok
 
 

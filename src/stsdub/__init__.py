@@ -15,6 +15,8 @@ from ._audio import base64_to_float as base64_to_float
 from ._audio import float_to_base64 as float_to_base64
 from ._audio import float_to_pcm16 as float_to_pcm16
 from ._audio import pcm16_to_float as pcm16_to_float
+from ._diarization import Diarization as Diarization
+from ._diarization import DiarizationRequest as DiarizationRequest
 from ._dubber import Dubber as Dubber
 from ._dubber import DubIterator as DubIterator
 from ._files import DubbedFile as DubbedFile
@@ -80,6 +82,8 @@ __all__ = [
     "BackpressureEvent",
     "BackpressureLevels",
     "ConfigurationError",
+    "Diarization",
+    "DiarizationRequest",
     "DubIterator",
     "DubProject",
     "DubResult",

@@ -79,10 +79,22 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _voice_map(text: str) -> dict[str, str]:
+    """``S1=anna,S2=ben`` → ``{"S1": "anna", "S2": "ben"}``."""
+    voices: dict[str, str] = {}
+    for item in text.split(","):
+        speaker, eq, voice = item.partition("=")
+        if not eq or not speaker.strip() or not voice.strip():
+            raise argparse.ArgumentTypeError(f"expected SPEAKER=VOICE[,SPEAKER=VOICE...], got {text!r}")
+        voices[speaker.strip()] = voice.strip()
+    return voices
+
+
 _PHASES = {
     "decode": "reading the input",
     "segment": "finding speech",
     "separate": "separating voice and background",
+    "diarize": "telling speakers apart",
     "load": "loading models",
     "dub": "dubbing",
     "write": "writing",
@@ -177,6 +189,20 @@ def _add_dub_parser(sub: Any) -> None:
         " when it speaks the language)",
     )
     stages.add_argument("--voice", default=None, help="voice of the synthesizer")
+    stages.add_argument(
+        "--diarizer",
+        default=None,
+        help="tell speakers apart (resemblyzer): fragments are cut at speaker changes and each"
+        " speaker gets a voice of their own (see --voices; -O diarizer.num_speakers=N)",
+    )
+    stages.add_argument(
+        "--voices",
+        default=None,
+        metavar="S1=VOICE,S2=VOICE",
+        type=_voice_map,
+        help="the voice of each speaker label; other speakers get distinct voices matched to"
+        " their pitch (needs --diarizer)",
+    )
     stages.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     add_stage_option_argument(stages)
     seg = dub.add_argument_group("segmentation")
@@ -307,7 +333,13 @@ def _cmd_dub(args: argparse.Namespace) -> int:
     from ._files import FileProgress, adub_file
     from ._media import Segmentation
 
-    options: dict[str, dict[str, Any]] = {"asr": {}, "translator": {}, "synthesizer": {}, "separator": {}}
+    options: dict[str, dict[str, Any]] = {
+        "asr": {},
+        "translator": {},
+        "synthesizer": {},
+        "separator": {},
+        "diarizer": {},
+    }
     if args.resume is not None:
         _from_project(args, options)
     for kind, name, value in args.option:
@@ -326,7 +358,9 @@ def _cmd_dub(args: argparse.Namespace) -> int:
     if separator is None and args.background == "separate":
         separator = "demucs"
     chosen = [("asr", args.asr), ("translator", translator), ("synthesizer", synthesizer)]
-    for kind, name in [*chosen, ("separator", separator)]:
+    if args.voices and args.diarizer is None:
+        raise ConfigurationError("--voices maps speakers, and needs --diarizer to tell them apart")
+    for kind, name in [*chosen, ("separator", separator), ("diarizer", args.diarizer)]:
         if name is not None:
             registry.get(kind, name)
     segmentation = Segmentation(
@@ -349,6 +383,9 @@ def _cmd_dub(args: argparse.Namespace) -> int:
         synthesizer_options=options["synthesizer"],
         separator=separator,
         separator_options=options["separator"] if separator is not None else None,
+        diarizer=args.diarizer,
+        diarizer_options=options["diarizer"] if args.diarizer is not None else None,
+        voices=args.voices,
         fallback=args.fallback,
         fragment_timeout=args.fragment_timeout,
         max_inflight=args.max_inflight,

@@ -17,6 +17,7 @@ import anyio.from_thread
 import attrs
 
 from ._device import resolve_device
+from ._diarization import Diarization, DiarizationRequest
 from ._languages import same_language
 from ._model import AudioBuffer, DubResult, Fragment
 from ._pipeline._backpressure import BackpressureCallback, BackpressureLevels
@@ -39,14 +40,17 @@ _METHODS = {
     "translator": "translate",
     "synthesizer": "synthesize",
     "separator": "separate",
+    "diarizer": "diarize",
 }
 _STAGE_NAMES = {
     "asr": "asr",
     "translator": "translation",
     "synthesizer": "synthesis",
     "separator": "separation",
+    "diarizer": "diarization",
 }
-# The kinds the fragment pipeline runs; a separator works on whole files, outside it.
+# The kinds the fragment pipeline runs; a separator and a diarizer work on whole files, outside
+# it (a live stream asks the diarizer for embeddings only).
 _PIPELINE_KINDS = ("asr", "translator", "synthesizer")
 _FALLBACKS = ("silence", "original")
 _OVERFLOWS = ("wait", "reject")
@@ -56,6 +60,7 @@ _OVERRIDABLE = frozenset(
         "source_language",
         "target_language",
         "voice",
+        "voices",
         "max_inflight",
         "fragment_timeout",
         "fallback",
@@ -70,6 +75,21 @@ def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def _limiter(stage: object | None) -> anyio.CapacityLimiter:
+    concurrency = getattr(stage, "concurrency", 1)
+    return anyio.CapacityLimiter(concurrency if isinstance(concurrency, int) and concurrency > 0 else 1)
+
+
+def _voices(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise ConfigurationError(f"voices must map speaker labels to voice names (str → str), got {value!r}")
+    return dict(value)
 
 
 def _positive_float(name: str, value: object) -> float:
@@ -91,6 +111,9 @@ class Dubber:
         source_language: Language of the speech; ``None`` lets the ASR detect it.
         target_language: Language to dub into (a stream may override it).
         voice: Voice for the synthesizer (a stream may override it).
+        voices: ``{speaker: voice}``: the voice of each speaker label (``"S1"``, see
+            ``diarizer``); speakers not in it get distinct voices the synthesizer offers,
+            matched to their pitch (a stream may override it).
         device: ``"auto"`` (CUDA when available), ``"cuda"``, ``"cuda:N"`` or ``"cpu"``.
         asr_options, translator_options, synthesizer_options: Keyword arguments for the
             stage factories, e.g. ``asr_options={"model": "small"}``.
@@ -100,6 +123,12 @@ class Dubber:
             pipeline.
         separator_options: Keyword arguments for the separator's factory, e.g.
             ``{"model": "htdemucs_ft"}``.
+        diarizer: A diarizer name (``"resemblyzer"``) or an object with ``diarize``, loaded
+            with the other stages: a file dub cuts fragments at speaker changes and gives
+            each speaker a voice of their own; a live stream labels each fragment by its
+            speaker (when the diarizer has ``embed``). ``None``: one voice for everybody.
+        diarizer_options: Keyword arguments for the diarizer's factory, e.g.
+            ``{"num_speakers": 2}``.
         max_inflight: Fragments per stream inside the pipeline at once.
         fragment_timeout: Seconds one fragment may take through all stages.
         fallback: Audio of a FAILED fragment: ``"silence"`` or ``"original"``.
@@ -125,12 +154,15 @@ class Dubber:
         source_language: str | None = None,
         target_language: str | None = None,
         voice: str | None = None,
+        voices: Mapping[str, str] | None = None,
         device: str = "auto",
         asr_options: Mapping[str, Any] | None = None,
         translator_options: Mapping[str, Any] | None = None,
         synthesizer_options: Mapping[str, Any] | None = None,
         separator: str | object | None = None,
         separator_options: Mapping[str, Any] | None = None,
+        diarizer: str | object | None = None,
+        diarizer_options: Mapping[str, Any] | None = None,
         max_inflight: int = 3,
         fragment_timeout: float = 8.0,
         fallback: str = "silence",
@@ -149,12 +181,14 @@ class Dubber:
             "translator": translator,
             "synthesizer": synthesizer,
             "separator": separator,
+            "diarizer": diarizer,
         }
         self._options = {
             "asr": dict(asr_options or {}),
             "translator": dict(translator_options or {}),
             "synthesizer": dict(synthesizer_options or {}),
             "separator": dict(separator_options or {}),
+            "diarizer": dict(diarizer_options or {}),
         }
         for kind in ("asr", "synthesizer"):
             if self._choices[kind] is None:
@@ -167,6 +201,7 @@ class Dubber:
             source_language=source_language,
             target_language=target_language,
             voice=voice,
+            voices=voices,
             max_inflight=max_inflight,
             fragment_timeout=fragment_timeout,
             fallback=fallback,
@@ -192,6 +227,7 @@ class Dubber:
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._sync_cm: contextlib.ExitStack | None = None
         self._separator_limiter = anyio.CapacityLimiter(1)
+        self._diarizer_limiter = anyio.CapacityLimiter(1)
 
     @property
     def max_fragment_seconds(self) -> float:
@@ -210,6 +246,7 @@ class Dubber:
             raise ConfigurationError(f"overflow must be one of {_OVERFLOWS}, got {settings['overflow']!r}")
         if settings["output_sample_rate"] is not None:
             _positive_int("output_sample_rate", settings["output_sample_rate"])
+        settings["voices"] = _voices(settings["voices"])
         callback = settings["on_backpressure"]
         if callback is not None and not callable(callback):
             raise ConfigurationError("on_backpressure must be callable")
@@ -263,12 +300,9 @@ class Dubber:
                 for kind, stage in self.stages.items()
                 if kind in _PIPELINE_KINDS
             }
-            separator = self.stages.get("separator")
             # A model object is rarely safe to share between threads: calls queue here.
-            concurrency = getattr(separator, "concurrency", 1)
-            self._separator_limiter = anyio.CapacityLimiter(
-                concurrency if isinstance(concurrency, int) else 1
-            )
+            self._separator_limiter = _limiter(self.stages.get("separator"))
+            self._diarizer_limiter = _limiter(self.stages.get("diarizer"))
             self._stages = Stages(
                 asr=runners["asr"],  # type: ignore[arg-type]
                 translator=runners["translator"],  # type: ignore[arg-type]
@@ -276,6 +310,8 @@ class Dubber:
                 duration=self._duration,
                 # rubberband runs as a process per stretch: one per core keeps the CPU busy.
                 duration_limiter=anyio.CapacityLimiter(os.cpu_count() or 2),
+                diarizer=self.stages.get("diarizer"),
+                diarizer_limiter=self._diarizer_limiter,
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)  # runs first on exit: stop every stream
@@ -378,17 +414,7 @@ class Dubber:
         if stage is None:
             raise ConfigurationError("this Dubber has no separator: pass separator='demucs' (or an object)")
         request = SeparationRequest(audio=audio, stream_id=stream_id, options=options)
-        fn = stage.separate  # type: ignore[attr-defined]
-        try:
-            if inspect.iscoroutinefunction(fn):
-                async with self._separator_limiter:
-                    result = await fn(request)
-            else:
-                result = await anyio.to_thread.run_sync(fn, request, limiter=self._separator_limiter)
-        except StageError as exc:
-            raise exc.with_stage("separation") from exc.__cause__
-        except Exception as exc:
-            raise StageError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", "separation") from exc
+        result = await self._call_file_stage("separator", stage, request, self._separator_limiter)
         if not isinstance(result, Separation) or not result.aligned_with(audio):
             got = (
                 type(result).__name__
@@ -403,13 +429,81 @@ class Dubber:
             )
         return result
 
+    @staticmethod
+    async def _call_file_stage(
+        kind: str, stage: object, request: object, limiter: anyio.CapacityLimiter
+    ) -> object:
+        """Call a file-level stage's method, queued on ``limiter``, errors as ``StageError``."""
+        name = _STAGE_NAMES[kind]
+        fn = getattr(stage, _METHODS[kind])
+        try:
+            if inspect.iscoroutinefunction(fn):
+                async with limiter:
+                    return await fn(request)
+            return await anyio.to_thread.run_sync(fn, request, limiter=limiter)
+        except StageError as exc:
+            raise exc.with_stage(name) from exc.__cause__
+        except Exception as exc:
+            raise StageError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", name) from exc
+
+    # -- speakers ---------------------------------------------------------------------------
+
+    @property
+    def diarizer(self) -> object | None:
+        """The loaded diarizer stage, or ``None`` (no ``diarizer=``, or the Dubber is closed)."""
+        return self.stages.get("diarizer")
+
+    async def diarize(
+        self,
+        audio: AudioBuffer,
+        *,
+        num_speakers: int | None = None,
+        stream_id: str = "default",
+        **options: Any,
+    ) -> Diarization:
+        """Who speaks when in ``audio``, with the Dubber's diarizer.
+
+        A blocking diarizer runs in a worker thread; calls queue up to the stage's
+        ``concurrency`` (default 1). Keyword ``options`` reach the stage as
+        ``DiarizationRequest.options``.
+
+        Args:
+            audio: The recording.
+            num_speakers: How many speakers there are, when known; else estimated.
+            stream_id: What the audio belongs to, for the stage's logs.
+
+        Raises:
+            StsdubError: The Dubber is not open.
+            ConfigurationError: It was built without ``diarizer=``, or ``num_speakers`` is
+                not a positive int.
+            StageError: The diarizer failed (any other exception is wrapped as
+                ``INTERNAL_ERROR``), or returned something other than a Diarization.
+        """
+        self._require_open()
+        stage = self.diarizer
+        if stage is None:
+            raise ConfigurationError(
+                "this Dubber has no diarizer: pass diarizer='resemblyzer' (or an object)"
+            )
+        request = DiarizationRequest(
+            audio=audio, num_speakers=num_speakers, stream_id=stream_id, options=options
+        )
+        result = await self._call_file_stage("diarizer", stage, request, self._diarizer_limiter)
+        if not isinstance(result, Diarization):
+            raise StageError(
+                ErrorCode.INTERNAL_ERROR,
+                f"{type(stage).__name__}.diarize() returned {type(result).__name__}; expected a Diarization",
+                "diarization",
+            )
+        return result
+
     # -- streams ----------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def open_stream(self, stream_id: str, **overrides: Any) -> AsyncIterator[Stream]:
         """Open a stream; leaving the block closes it (unread results are discarded).
 
-        Keyword overrides: ``source_language``, ``target_language``, ``voice``,
+        Keyword overrides: ``source_language``, ``target_language``, ``voice``, ``voices``,
         ``max_inflight``, ``fragment_timeout``, ``fallback``, ``overflow``,
         ``output_sample_rate``, ``on_backpressure``.
         """

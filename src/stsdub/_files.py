@@ -20,7 +20,8 @@ import anyio.from_thread
 import attrs
 import numpy as np
 
-from . import _audio
+from . import _audio, _speakers
+from ._diarization import Diarization
 from ._languages import base_language
 from ._media import (
     ANALYSIS_RATE,
@@ -63,7 +64,8 @@ DEFAULT_ORIGINAL_LEVEL = 0.25
 @attrs.frozen
 class FileProgress:
     """Where :func:`dub_file` is: ``phase`` is ``decode``, ``segment``, ``load``, ``dub`` or
-    ``write`` (and ``transcribe``, ``translate`` in a project); ``done`` of ``total`` fragments
+    ``write`` (and ``separate``, ``diarize`` with those stages; ``transcribe``, ``translate``
+    in a project); ``done`` of ``total`` fragments
     during ``dub`` (segments during ``transcribe`` and ``translate``)."""
 
     phase: str
@@ -291,7 +293,7 @@ async def adub_file(
         t = mark("segment", t)
 
     async def work() -> list[DubResult] | None:
-        nonlocal heard, parts, t
+        nonlocal heard, parts, t, speech
         if background == "separate":  # the separator is a model: it runs once the Dubber is open
             report("separate")
             parts = await dubber.separate(AudioBuffer(source.samples, source.sample_rate))
@@ -301,7 +303,21 @@ async def adub_file(
         assert audio16k is not None
         if run_project is not None:
             return await run_project.run(dubber, speech, heard, audio16k, out_rate, report)
-        return await _dub(dubber, input_path, speech, heard, audio16k, out_rate, overrides, report)
+        # Who speaks each speech piece, when the Dubber has a diarizer; each gets a voice.
+        speakers: list[str | None] = []
+        voices = overrides
+        if dubber.diarizer is not None and speech:
+            report("diarize")
+            diarization = await dubber.diarize(
+                AudioBuffer(audio16k, ANALYSIS_RATE), stream_id=input_path.name
+            )
+            speech, speakers = _split_at_turns(speech, diarization, heard.sample_rate)
+            cast = await anyio.to_thread.run_sync(
+                _cast_voices, dubber, overrides, speech, speakers, audio16k, heard.sample_rate
+            )
+            voices = {**overrides, "voices": cast}
+            t = mark("diarize", t)
+        return await _dub(dubber, input_path, speech, heard, audio16k, out_rate, voices, report, speakers)
 
     if background != "separate":
         await segment()
@@ -401,6 +417,7 @@ async def _dub(
     out_rate: int,
     overrides: Mapping[str, Any],
     report: Callable[[str, int, int], None],
+    speakers: Sequence[str | None] = (),
 ) -> list[DubResult]:
     rate = source.sample_rate
     stream_id = f"file:{input_path.name}"
@@ -425,6 +442,7 @@ async def _dub(
                 stream_id=stream_id,
                 timestamp_ms=round(piece.start * 1000 / rate),
                 metadata=metadata,
+                speaker=speakers[n] if n < len(speakers) else None,
             )
 
     results: list[DubResult] = []
@@ -436,6 +454,76 @@ async def _dub(
     if len(results) != len(speech):  # the Dubber promises one result per fragment
         raise StsdubError(f"expected {len(speech)} results, got {len(results)}")
     return results
+
+
+#: A speech piece is cut at a speaker change only where both sides keep at least this many
+#: seconds: a diarizer places a change to within about half its window step (0.4 s for
+#: ``resemblyzer``), so a shorter sliver at a piece's edge is far more often the end of the
+#: previous speaker's line, misplaced, than a turn of its own.
+_MIN_TURN_PIECE = 1.0
+
+
+def _split_at_turns(
+    speech: list[Piece], diarization: Diarization, rate: int
+) -> tuple[list[Piece], list[str | None]]:
+    """Speech pieces cut wherever the speaker changes inside one, and the speaker of each
+    (the one who speaks longest in it).
+
+    A piece nobody's turn overlaps (the diarizer heard no speech there) takes the speaker of
+    the nearest turn, so that it still speaks with a speaker's voice.
+    """
+    pieces: list[Piece] = []
+    speakers: list[str | None] = []
+    shortest = round(_MIN_TURN_PIECE * rate)
+    for piece in speech:
+        cuts = [piece.start]
+        for at in diarization.changes(piece.start / rate, piece.end / rate):
+            sample = round(at * rate)
+            if sample - cuts[-1] >= shortest and piece.end - sample >= shortest:
+                cuts.append(sample)
+        for a, b in zip(cuts, [*cuts[1:], piece.end], strict=True):
+            pieces.append(attrs.evolve(piece, start=a, end=b))
+            speakers.append(
+                diarization.speaker_between(a / rate, b / rate) or _nearest(diarization, a / rate)
+            )
+    return pieces, speakers
+
+
+def _nearest(diarization: Diarization, seconds: float) -> str | None:
+    if not diarization.turns:
+        return None
+    return min(diarization.turns, key=lambda t: max(t[0] - seconds, seconds - t[1], 0.0))[2]
+
+
+def _cast_voices(
+    dubber: Dubber,
+    overrides: Mapping[str, Any],
+    speech: list[Piece],
+    speakers: list[str | None],
+    audio16k: FloatArray,
+    rate: int,
+) -> dict[str, str]:
+    """The voice of every speaker of a file: the user's, else one cast by the speaker's pitch.
+
+    The pitch is the median F0 of all of a speaker's speech in the file (not of their first
+    line), so a speaker's voice is chosen once, from the most evidence, for the whole file.
+    """
+    from ._dubber import _voices
+
+    chosen = _voices(_setting(dubber, overrides, "voices")) or {}
+    voice = _setting(dubber, overrides, "voice")
+    lower, higher = _speakers.speaker_voices(
+        dubber.stages.get("synthesizer"), _setting(dubber, overrides, "target_language"), voice
+    )
+    cast = _speakers.VoiceCast(lower, higher, chosen, voice)
+    for speaker in dict.fromkeys(s for s in speakers if s is not None):
+        own = [
+            audio16k[round(p.start * ANALYSIS_RATE / rate) : round(p.end * ANALYSIS_RATE / rate)]
+            for p, s in zip(speech, speakers, strict=True)
+            if s == speaker
+        ]
+        cast.voice_for(speaker, _speakers.median_f0(np.concatenate(own), ANALYSIS_RATE))
+    return {s: v for s, v in cast.voices.items() if v is not None}
 
 
 def _background(dubber: Dubber, background: str | None, original: str | None) -> str:
@@ -531,9 +619,9 @@ def _cues(speech: list[Piece], rate: int, results: list[DubResult]) -> tuple[lis
             last = start + max(s.end for s in segments)
             if start <= first < last:
                 start, end = first, min(last, end)
-        heard.append(Cue(start, end, result.transcript.text.strip()))
+        heard.append(Cue(start, end, result.transcript.text.strip(), result.speaker))
         if result.translation is not None and result.translation.text.strip():
-            said.append(Cue(start, end, result.translation.text.strip()))
+            said.append(Cue(start, end, result.translation.text.strip(), result.speaker))
     return heard, said
 
 

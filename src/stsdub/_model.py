@@ -193,6 +193,11 @@ def _check_stream_id(_inst: Fragment, _attr: object, value: Any) -> None:
         raise InvalidFragmentError(f"stream_id must be None or a non-empty str, got {_short(value)}")
 
 
+def _check_speaker(_inst: Fragment, _attr: object, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidFragmentError(f"speaker must be None or a non-empty str, got {_short(value)}")
+
+
 def _check_timestamp(_inst: Fragment, _attr: object, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
         raise InvalidFragmentError(f"timestamp_ms must be None or an int (milliseconds), got {_short(value)}")
@@ -240,13 +245,16 @@ class Fragment:
             :class:`Transcript`; an empty text means no speech.
         translation: What the dub should say, when it is already known: the translator is not
             called for this fragment. A str or a :class:`Translation`.
+        speaker: Who speaks, when it is already known (a label such as ``"S1"``, as a file
+            dub's diarization gives it); the stream's ``voices`` map, or the voice it casts for
+            the speaker, speaks it. ``None``: the stream's diarizer (if any) tells.
 
     Raises:
         InvalidAudioError: The audio is not finite 1-D float32 in [-1, 1], the sample rate is
             not an int in 1-384000, or the sequence number is not an int >= 0.
         InvalidFragmentError: ``fragment_id``, ``stream_id``, ``timestamp_ms`` or
-            ``metadata``, ``transcript`` or ``translation`` has the wrong type (or an id is
-            empty).
+            ``metadata``, ``transcript``, ``translation`` or ``speaker`` has the wrong type
+            (or an id is empty).
     """
 
     # Order matters: audio's validator names the sequence number, so it is checked first.
@@ -259,6 +267,7 @@ class Fragment:
     metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False, validator=_check_metadata)
     transcript: Transcript | None = attrs.field(default=None, converter=_given_transcript, kw_only=True)
     translation: Translation | None = attrs.field(default=None, converter=_given_translation, kw_only=True)
+    speaker: str | None = attrs.field(default=None, validator=_check_speaker, kw_only=True)
 
     @classmethod
     def from_pcm16(
@@ -309,6 +318,8 @@ class Segment:
     end: float
     text: str
     words: tuple[Word, ...] = ()
+    #: Who said it (``"S1"``), when the Dubber knows (a diarizer, or the fragment's speaker).
+    speaker: str | None = None
 
 
 def _segments(value: Iterable[Segment]) -> tuple[Segment, ...]:
@@ -527,6 +538,11 @@ class DubResult:
     #: How the dubbed speech was made to fit (shortened, speed, stretch, borrowed time);
     #: ``None`` when no speech was synthesized (silence, failures).
     fit: Fit | None = None
+    #: Who spoke (``"S1"``), from the fragment or the stream's diarizer; ``None`` when unknown.
+    speaker: str | None = None
+    #: The voice the dub was spoken with (the speaker's, else the stream's); ``None`` when no
+    #: speech was synthesized or no voice was named.
+    voice: str | None = None
 
     @property
     def ok(self) -> bool:

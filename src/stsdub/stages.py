@@ -1,4 +1,4 @@
-"""The plugin contract: what an ASR, a translator, a synthesizer and a separator look like.
+"""The plugin contract: what an ASR, a translator, a synthesizer, a separator and a diarizer look like.
 
 A stage is any object with the one method of its kind. Each method takes one request object
 (so fields can be added later without breaking plugins) and may be a plain ``def`` (the
@@ -21,6 +21,15 @@ Optional members the pipeline uses when present:
     the pipeline asks such a translator once more with a :class:`LengthBudget` (characters,
     the seconds they stand for, and the too-long translation) and speaks the shorter text.
     Translators without it are never sent a budget.
+``speaker_voices(language, voice)``
+    On a synthesizer: the voices it can give distinct speakers in ``language``, as two
+    sequences ``(lower, higher)`` (male-sounding and female-sounding, or as close as the
+    synthesizer can tell), ``voice`` being the stream's voice to vary. Without it every speaker
+    of a stream without a ``voices`` map speaks with the stream's voice.
+``embed(audio)`` / ``match_threshold``
+    On a diarizer: a speaker embedding of one fragment (a 1-D array; empty when it holds no
+    speech), which a live stream matches against its known speakers by cosine similarity
+    over ``match_threshold`` (default 0.75). Without ``embed`` live fragments carry no speaker.
 ``supports_speed``
     ``True`` on a synthesizer that honours :attr:`SynthesisRequest.speed`; the pipeline then
     asks it to speak faster (or slower) before anything is time-stretched.
@@ -37,6 +46,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from typing import Protocol, runtime_checkable
+
+from ._diarization import Diarization as Diarization
+from ._diarization import DiarizationRequest as DiarizationRequest
+from ._diarization import SpeakerTurn as SpeakerTurn
 
 # Re-exported so a plugin author finds the whole contract here; the "as" form marks them as
 # deliberate re-exports for type checkers.
@@ -55,10 +68,14 @@ __all__ = [
     "STAGE_KINDS",
     "ASRRequest",
     "AudioBuffer",
+    "Diarization",
+    "DiarizationRequest",
+    "Diarizer",
     "LengthBudget",
     "Separation",
     "SeparationRequest",
     "Separator",
+    "SpeakerTurn",
     "SynthesisRequest",
     "Synthesizer",
     "Transcript",
@@ -67,8 +84,9 @@ __all__ = [
     "Translator",
 ]
 
-#: The kinds of stage: the fragment pipeline's, in its order, then the file-level separator.
-STAGE_KINDS = ("asr", "translator", "synthesizer", "separator")
+#: The kinds of stage: the fragment pipeline's, in its order, then the file-level separator and
+#: diarizer.
+STAGE_KINDS = ("asr", "translator", "synthesizer", "separator", "diarizer")
 
 
 @runtime_checkable
@@ -108,4 +126,18 @@ class Separator(Protocol):
 
     def separate(self, request: SeparationRequest) -> Separation | Awaitable[Separation]:
         """Split ``request.audio``; both tracks keep its sample rate and length."""
+        ...
+
+
+@runtime_checkable
+class Diarizer(Protocol):
+    """Who speaks when: a recording to its speaker turns.
+
+    Not part of the fragment pipeline: a file dub calls it once per file, before segmentation,
+    to cut fragments at speaker changes and give each speaker a voice of their own. For live
+    streams a diarizer offers ``embed(audio)`` (see the module's optional members).
+    """
+
+    def diarize(self, request: DiarizationRequest) -> Diarization | Awaitable[Diarization]:
+        """The speaker turns of ``request.audio``, labelled ``S1``, ``S2``… by first appearance."""
         ...

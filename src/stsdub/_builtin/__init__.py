@@ -91,6 +91,14 @@ def stsdub_register_stages() -> list[StageSpec]:
             install_hint=_hint("separate"),
         ),
         StageSpec(
+            kind="diarizer",
+            name="resemblyzer",
+            factory="stsdub._builtin.resemblyzer:ResemblyzerDiarizer",
+            description="who speaks when: Resemblyzer speaker embeddings, clustered (offline encoder)",
+            requires=("resemblyzer",),
+            install_hint=_hint("diarize"),
+        ),
+        StageSpec(
             kind="asr",
             name="fake",
             factory="stsdub.testing:FakeASR",
@@ -113,5 +121,11 @@ def stsdub_register_stages() -> list[StageSpec]:
             name="fake",
             factory="stsdub.testing:FakeSeparator",
             description="test stage: the 300-3400 Hz band is the voice, the rest background (no model)",
+        ),
+        StageSpec(
+            kind="diarizer",
+            name="fake",
+            factory="stsdub.testing:FakeDiarizer",
+            description="test stage: speakers told apart by their spectrum's band energies (no model)",
         ),
     ]

@@ -477,6 +477,11 @@ def _library(program: str) -> _Library:
 # -- the stage ----------------------------------------------------------------------------------
 
 
+#: eSpeak NG's male and female variants, most distinct from each other first.
+_LOWER_VARIANTS = ("m3", "m1", "m7", "m2", "m4", "m5", "m6")
+_HIGHER_VARIANTS = ("f4", "f2", "f1", "f3", "f5")
+
+
 def _int_option(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigurationError(f"espeak {name} must be an int from {low} to {high}, got {value!r}")
@@ -579,6 +584,23 @@ class ESpeakSynthesizer:
     def languages(self) -> frozenset[str]:
         """The language tags the installed voices speak (see :func:`available_languages`)."""
         return self._catalogue.tags
+
+    def speaker_voices(self, language: str, voice: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Variants of the stream's voice (or the language's) for distinct speakers.
+
+        eSpeak's ``m`` variants are male voices and its ``f`` variants female ones: the lower
+        pool is ``+m3``, ``+m1``, ``+m7``… and the higher ``+f4``, ``+f2``, ``+f1``… of the
+        same voice (those installed), so every speaker speaks the language's voice, each with
+        a timbre and pitch of their own.
+        """
+        base = (voice or "").partition("+")[0].strip() or (self.default_voice or "").partition("+")[0]
+        base = base.strip() or language
+
+        def pool(names: tuple[str, ...]) -> tuple[str, ...]:
+            found = (self._catalogue.variant(name) for name in names)
+            return tuple(f"{base}+{variant}" for variant in dict.fromkeys(found) if variant is not None)
+
+        return pool(_LOWER_VARIANTS), pool(_HIGHER_VARIANTS)
 
     def _unknown_variant(self, name: str) -> str:
         close = self._catalogue.close_variants(name)

@@ -293,6 +293,20 @@ class PiperSynthesizer:
         """Release the ONNX sessions."""
         self.voices.clear()
 
+    def speaker_voices(self, language: str, voice: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The configured voices that speak ``language`` (the stream's voice first), for distinct speakers.
+
+        A Piper voice's files do not say whether it sounds male or female, so both pools are
+        the same list: speakers get distinct voices, in order, but not by pitch. Configure
+        ``voices={...}`` with several voices of the language (or map speakers with the Dubber's
+        ``voices=``) to give each speaker their own.
+        """
+        names = [name for name, info in self.voices.items() if info.speaks(language)]
+        if voice in names:
+            names.remove(voice)
+            names.insert(0, voice)
+        return tuple(names), tuple(names)
+
     def voice_for(self, voice: str | None, language: str) -> PiperVoiceInfo:
         """The voice that speaks a request.
 

@@ -16,11 +16,13 @@ SUBTITLE_FORMATS = ("srt", "vtt")
 
 @attrs.frozen
 class Cue:
-    """One subtitle: seconds from the start of the recording, and its text."""
+    """One subtitle: seconds from the start of the recording, its text, and who says it."""
 
     start: float
     end: float
     text: str
+    #: The speaker's label (``"S1"``): SRT writes ``[S1] text``, WebVTT a ``<v S1>`` voice span.
+    speaker: str | None = None
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -37,18 +39,28 @@ def _clean(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def _speaker(label: str) -> str:
+    # Characters that would close the voice tag or the bracket around the label are replaced.
+    return re.sub(r"[\s<>\[\]&]+", "_", label.strip())
+
+
 def to_srt(cues: Iterable[Cue]) -> str:
-    """SubRip text: numbered cues with ``HH:MM:SS,mmm`` times."""
+    """SubRip text: numbered cues with ``HH:MM:SS,mmm`` times; ``[S1]`` before a speaker's text."""
     blocks = [
-        f"{n}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{_clean(c.text)}\n"
+        f"{n}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n"
+        f"{f'[{_speaker(c.speaker)}] ' if c.speaker else ''}{_clean(c.text)}\n"
         for n, c in enumerate(cues, 1)
     ]
     return "\n".join(blocks)
 
 
 def to_vtt(cues: Iterable[Cue]) -> str:
-    """WebVTT text with ``HH:MM:SS.mmm`` times."""
-    blocks = [f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{_clean(c.text)}\n" for c in cues]
+    """WebVTT text with ``HH:MM:SS.mmm`` times; a speaker's text in a ``<v S1>`` voice span."""
+    blocks = [
+        f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n"
+        f"{f'<v {_speaker(c.speaker)}>' if c.speaker else ''}{_clean(c.text)}\n"
+        for c in cues
+    ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 

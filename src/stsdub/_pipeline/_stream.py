@@ -12,10 +12,11 @@ of eating theirs too.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,7 +24,8 @@ import anyio.abc
 import attrs
 import numpy as np
 
-from .. import _audio
+from .. import _audio, _speakers
+from .._diarization import DEFAULT_MATCH_THRESHOLD, SpeakerTracker
 from .._languages import same_language
 from .._model import (
     ASRRequest,
@@ -79,6 +81,8 @@ class StreamConfig:
     retry_backoff: float
     levels: BackpressureLevels
     on_backpressure: BackpressureCallback | None
+    #: ``{speaker: voice}`` the user chose; other speakers get voices cast by pitch.
+    voices: Mapping[str, str] | None = None
 
 
 @attrs.frozen
@@ -90,6 +94,9 @@ class Stages:
     synthesizer: StageRunner[SynthesisRequest, AudioBuffer]
     duration: DurationMatcher
     duration_limiter: anyio.CapacityLimiter
+    #: The Dubber's diarizer: a live fragment without a speaker is labelled by its ``embed``.
+    diarizer: object | None = None
+    diarizer_limiter: anyio.CapacityLimiter | None = None
 
 
 class Ticket:
@@ -116,11 +123,13 @@ class _Job:
         "error",
         "fragment",
         "result",
+        "speaker",
         "ticket",
         "timings",
         "transcript",
         "translation",
         "translation_request",
+        "voice",
         "warnings",
     )
 
@@ -137,6 +146,10 @@ class _Job:
         self.translation_request: TranslationRequest | None = None
         self.error: StageError | None = None
         self.result: DubResult | None = None
+        #: Who speaks (the fragment's label, or the one the diarizer's embedding matched).
+        self.speaker: str | None = fragment.speaker
+        #: The voice the dub is spoken with, once synthesis chose it.
+        self.voice: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -190,6 +203,14 @@ class Stream:
         self._carry: Carry | None = None
         # How fast this stream's voice speaks, for length budgets (see _SpeakingRate).
         self._rate = _SpeakingRate()
+        # The speakers heard so far, and the voice each was given: stable for the stream.
+        diarizer = stages.diarizer
+        threshold = getattr(diarizer, "match_threshold", DEFAULT_MATCH_THRESHOLD)
+        self._speakers = SpeakerTracker(
+            float(threshold) if isinstance(threshold, (int, float)) else DEFAULT_MATCH_THRESHOLD
+        )
+        self._embed = getattr(diarizer, "embed", None) if diarizer is not None else None
+        self._cast: _speakers.VoiceCast | None = None
         self.max_seen_in_pipeline = 0
 
     # -- public surface ---------------------------------------------------------------------
@@ -368,7 +389,48 @@ class Stream:
                 await _guarded(job, self._transcribe(job))
                 await out.send(job)
 
+    async def _identify(self, job: _Job) -> None:
+        """Label a fragment without a speaker by matching its embedding to the stream's speakers."""
+        embed = self._embed
+        if job.speaker is not None or not callable(embed):
+            return
+        started = anyio.current_time()
+        audio = job.fragment.buffer
+        embedding: Any = None
+        try:
+            with anyio.CancelScope(deadline=job.deadline):
+                if inspect.iscoroutinefunction(embed):
+                    embedding = await embed(audio)
+                else:
+                    embedding = await anyio.to_thread.run_sync(
+                        embed, audio, limiter=self._stages.diarizer_limiter, abandon_on_cancel=True
+                    )
+            if embedding is not None:
+                job.speaker = self._speakers.identify(np.asarray(embedding))
+        except Exception as exc:  # the dub goes on with the stream's voice
+            job.warnings.append(f"speaker: the diarizer's embed failed ({type(exc).__name__}: {exc})")
+        job.timings["speaker"] = 1000 * (anyio.current_time() - started)
+
+    def _voice_for(self, job: _Job) -> str | None:
+        """The speaker's voice (chosen, or cast by pitch once per speaker), else the stream's."""
+        if job.speaker is None:
+            return self.config.voice
+        if self._cast is None:
+            try:
+                lower, higher = _speakers.speaker_voices(
+                    self._stages.synthesizer.stage, self.config.target_language, self.config.voice
+                )
+            except Exception as exc:
+                job.warnings.append(f"speaker voices: {type(exc).__name__}: {exc}; one voice for all")
+                lower, higher = (), ()
+            self._cast = _speakers.VoiceCast(lower, higher, self.config.voices, self.config.voice)
+        known = job.speaker in self._cast.voices
+        fragment = job.fragment
+        f0 = None if known else _speakers.median_f0(fragment.audio, fragment.sample_rate)
+        return self._cast.voice_for(job.speaker, f0)
+
     async def _transcribe(self, job: _Job) -> None:
+        await self._identify(job)
         # A fragment that brings its transcript (reviewed, or from subtitles) skips the ASR.
         transcript = job.fragment.transcript
         if transcript is None:
@@ -383,6 +445,9 @@ class Stream:
             transcript = await self._call(job, "asr", self._stages.asr, request, Transcript)
             if transcript is None:
                 return
+        if job.speaker is not None and transcript.segments:
+            segments = tuple(attrs.evolve(s, speaker=s.speaker or job.speaker) for s in transcript.segments)
+            transcript = attrs.evolve(transcript, segments=segments)
         job.transcript = TranscriptAsset(job.asset_id("transcript"), (job.fragment_asset_id,), transcript)
         if transcript.text.strip():
             self._prev_transcript = transcript.text
@@ -506,10 +571,11 @@ class Stream:
         # Silence after the aim that speech longer than the source's may borrow.
         spare = fragment.duration - span[0] - span[1] if span is not None else tail_seconds
         room_carry = carry if span is None else None
+        job.voice = self._voice_for(job)
         request = SynthesisRequest(
             text=text,
             language=self.config.target_language,
-            voice=self.config.voice,
+            voice=job.voice,
             target_duration=aim_seconds,
             previous_text=self._prev_spoken,
             stream_id=self.stream_id,
@@ -748,6 +814,8 @@ class Stream:
             warnings=tuple(job.warnings),
             timestamp_ms=fragment.timestamp_ms,
             metadata=fragment.metadata,
+            speaker=job.speaker,
+            voice=job.voice,
             **kwargs,
         )
 

@@ -11,6 +11,7 @@ import anyio.from_thread
 import attrs
 import numpy as np
 
+from .._diarization import Diarization, DiarizationRequest
 from .._model import (
     ASRRequest,
     AudioBuffer,
@@ -31,6 +32,7 @@ _METHODS = {
     "translator": "translate",
     "synthesizer": "synthesize",
     "separator": "separate",
+    "diarizer": "diarize",
 }
 
 
@@ -75,6 +77,25 @@ def _aligned_with(audio: AudioBuffer) -> Callable[[Separation], str | None]:
         return None
 
     return check
+
+
+def _within(audio: AudioBuffer) -> Callable[[Diarization], str | None]:
+    def check(diarization: Diarization) -> str | None:
+        # A little slack: a diarizer working in frames may round the last turn's end up.
+        late = [t for t in diarization.turns if t[1] > audio.duration + 0.05]
+        if late:
+            return f"turn {late[0]!r} ends after the {audio.duration:.2f} s recording"
+        return None
+
+    return check
+
+
+def _embedding_problem(embedding: object) -> str | None:
+    if not isinstance(embedding, np.ndarray) or embedding.ndim != 1:
+        return f"embed() must return a 1-D numpy array, got {type(embedding).__name__}"
+    if embedding.size and not np.all(np.isfinite(embedding)):
+        return "embed() returned non-finite values"
+    return None
 
 
 def _detect_kind(stage: object) -> str:
@@ -162,6 +183,27 @@ async def _check(stage: object, kind: str, report: ConformanceReport) -> None:
         for label, sep_request in zip(labels, sep_requests, strict=True):
             await expect(f"separate({label})", sep_request, Separation, _aligned_with(sep_request.audio))
         batch_requests = sep_requests
+    elif kind == "diarizer":
+        d_requests = [
+            DiarizationRequest(audio=_speechlike(3.0, 16_000)),
+            DiarizationRequest(audio=_speechlike(2.0, 44_100), sequence_number=1, num_speakers=1),
+            DiarizationRequest(audio=AudioBuffer.silence(1.0, 16_000), sequence_number=2),
+        ]
+        labels = ["speech at 16 kHz", "speech at 44.1 kHz, one speaker", "silence"]
+        for label, d_request in zip(labels, d_requests, strict=True):
+            await expect(f"diarize({label})", d_request, Diarization, _within(d_request.audio))
+        embed = getattr(stage, "embed", None)
+        if embed is not None:
+            try:
+                embedding = await _call(embed, _speechlike(1.5, 16_000))
+            except Exception as exc:
+                report.problems.append(f"embed(speech) raised {type(exc).__name__}: {exc}")
+            else:
+                problem = _embedding_problem(embedding)
+                if problem is None and embedding.size == 0:
+                    problem = "embed() returned an empty embedding for speech"
+                (report.problems if problem else report.passed).append(problem or "embed(speech)")
+        batch_requests = d_requests
     else:
 
         def audio_ok(a: AudioBuffer) -> str | None:
@@ -196,8 +238,9 @@ def check_stage(stage: object, kind: str | None = None) -> ConformanceReport:
     Calls the stage with valid requests (speech-like audio at several rates and silence for an
     ASR; a sentence with and without context for a translator; a sentence with a target
     duration and a speed for a synthesizer; speech-like audio at two rates and silence for a
-    separator, whose tracks must keep the input's rate and length), its batch method when it
-    has one, and checks
+    separator, whose tracks must keep the input's rate and length; speech at two rates and
+    silence for a diarizer, whose turns must lie inside the recording, and its ``embed`` when
+    it has one), its batch method when it has one, and checks
     the types and values it returns. Works in plain scripts and under any event loop.
 
     Raises:

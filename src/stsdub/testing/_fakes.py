@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -260,7 +260,9 @@ class FakeTranslator(_FakeStage[TranslationRequest]):
 class FakeSynthesizer(_FakeStage[SynthesisRequest]):
     """Speaks a quiet tone as long as ``target_duration * duration_ratio`` seconds.
 
-    Without a target it speaks ``seconds_per_char`` per character.
+    Without a target it speaks ``seconds_per_char`` per character. ``voice_pools`` =
+    ``(lower, higher)`` voice names is what it offers distinct speakers
+    (``speaker_voices``); by default none, so every speaker keeps the stream's voice.
     """
 
     kind = "synthesizer"
@@ -271,12 +273,18 @@ class FakeSynthesizer(_FakeStage[SynthesisRequest]):
         sample_rate: int = 16_000,
         duration_ratio: float = 1.0,
         seconds_per_char: float = 0.06,
+        voice_pools: tuple[Sequence[str], Sequence[str]] = ((), ()),
         **kwargs: Any,
     ) -> None:
+        self.voice_pools = (tuple(voice_pools[0]), tuple(voice_pools[1]))
         self.sample_rate = sample_rate
         self.duration_ratio = duration_ratio
         self.seconds_per_char = seconds_per_char
         super().__init__(**kwargs)
+
+    def speaker_voices(self, language: str, voice: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The ``voice_pools`` it was built with, whatever the language."""
+        return self.voice_pools
 
     def _produce(self, request: SynthesisRequest) -> AudioBuffer:
         if request.target_duration is not None:

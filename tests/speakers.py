@@ -1,0 +1,88 @@
+"""A two-speaker recording the tests and benchmarks make: two eSpeak NG voices taking turns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from stsdub import SynthesisRequest
+from stsdub._audio import resample
+
+#: The two speakers: eSpeak NG's English voice as a male (``+m3``) and a female (``+f4``).
+VOICES = ("en+m3", "en+f4")
+LINES = (
+    "Good morning, how was your trip to the coast last week?",
+    "It was lovely, the weather stayed warm and sunny all week long.",
+    "Did you see the old lighthouse near the harbour?",
+    "Yes, we climbed it on the second day and the view was wonderful.",
+    "I always wanted to go there myself, maybe next summer.",
+    "You should, it is really worth the journey.",
+)
+
+
+def conversation(
+    lines: Sequence[str] = LINES,
+    pauses: Sequence[float] | float = 0.6,
+    rate: int = 16_000,
+    lead: float = 0.5,
+) -> tuple[np.ndarray, int, list[tuple[float, float, str]]]:
+    """Lines spoken alternately by the two voices: (samples, rate, true turns as S1/S2).
+
+    A pause after a line (``pauses``, one per line or one for all) may be short enough that
+    the next speaker starts inside the same speech piece of a pause-based segmentation.
+    """
+    from stsdub._builtin.espeak import ESpeakSynthesizer
+
+    if isinstance(pauses, (int, float)):
+        pauses = [float(pauses)] * len(lines)
+    tts = ESpeakSynthesizer()
+    parts = [np.zeros(round(lead * rate), np.float32)]
+    turns: list[tuple[float, float, str]] = []
+    pos = parts[0].size
+    for n, (line, pause) in enumerate(zip(lines, pauses, strict=True)):
+        spoken = tts.synthesize(SynthesisRequest(text=line, language="en", voice=VOICES[n % 2]))
+        audio = resample(spoken.samples, spoken.sample_rate, rate)
+        # eSpeak leaves silence around its speech: cut to the voice (and 50 ms), so that the
+        # pauses are the ones asked for.
+        loud = np.flatnonzero(np.abs(audio) > 0.02)
+        margin = round(0.05 * rate)
+        audio = audio[max(0, loud[0] - margin) : loud[-1] + 1 + margin]
+        loud = np.flatnonzero(np.abs(audio) > 0.02)
+        turns.append(((pos + loud[0]) / rate, (pos + loud[-1] + 1) / rate, f"S{n % 2 + 1}"))
+        parts += [audio, np.zeros(round(pause * rate), np.float32)]
+        pos += audio.size + parts[-1].size
+    tts.close()
+    return np.concatenate(parts).astype(np.float32), rate, turns
+
+
+def diarization_error_rate(
+    truth: Sequence[tuple[float, float, str]],
+    found: Sequence[tuple[float, float, str]],
+    step: float = 0.01,
+) -> float:
+    """The share of the true speech time labelled wrong or not at all, after the best mapping
+    of found labels to true ones (each found label to one true label); false alarms outside
+    true speech are not counted (the recording's pauses are silence)."""
+    end = max(t[1] for t in truth)
+    times = np.arange(0.0, end, step) + step / 2
+
+    def labels(turns: Sequence[tuple[float, float, str]]) -> list[str | None]:
+        out: list[str | None] = []
+        for t in times:
+            out.append(next((lab for a, b, lab in turns if a <= t < b), None))
+        return out
+
+    ref, hyp = labels(truth), labels(found)
+    speech = [i for i, r in enumerate(ref) if r is not None]
+    true_names = sorted({r for r in ref if r is not None})
+    found_names = sorted({h for h in hyp if h is not None})
+    import itertools
+
+    best = 0
+    # Few speakers: every assignment of found labels to true ones can be tried.
+    for chosen in itertools.product([*true_names, None], repeat=len(found_names)):
+        mapping = dict(zip(found_names, chosen, strict=True))
+        right = sum(1 for i in speech if hyp[i] is not None and mapping[hyp[i]] == ref[i])
+        best = max(best, right)
+    return 1.0 - best / len(speech)
