@@ -414,6 +414,12 @@ class SynthesisRequest(_StageRequest):
     speed: float = 1.0
     #: Text synthesized for the stream's previous fragment, if any.
     previous_text: str | None = None
+    #: Who speaks the fragment (as :attr:`DubResult.speaker`); set by the pipeline only for a
+    #: synthesizer that declares ``clones_speakers = True``.
+    speaker: str | None = None
+    #: The source fragment's audio, set alongside ``speaker`` for a synthesizer that clones
+    #: each speaker's voice from their own speech; ``None`` otherwise.
+    source_audio: AudioBuffer | None = None
 
 
 @attrs.frozen

@@ -33,6 +33,11 @@ Optional members the pipeline uses when present:
 ``supports_speed``
     ``True`` on a synthesizer that honours :attr:`SynthesisRequest.speed`; the pipeline then
     asks it to speak faster (or slower) before anything is time-stretched.
+``clones_speakers``
+    ``True`` on a synthesizer that clones each speaker's voice from their own speech: the
+    pipeline then sets :attr:`SynthesisRequest.speaker` and :attr:`SynthesisRequest.source_audio`
+    (the source fragment) on requests of fragments whose speaker is known. Other synthesizers
+    get neither.
 ``warmup()``
     Called once, after loading, so the first fragment does not pay for lazy initialisation.
 ``close()`` / ``aclose()``

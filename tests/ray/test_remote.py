@@ -81,6 +81,13 @@ def test_requests_and_results_cross_the_wire_as_plain_data() -> None:
         Transcript("a b", "en", (Segment(0.0, 1.0, "a b", (Word(0.0, 0.5, "a", 0.9),)),), 0.8),
         Translation("hola", "en"),
         AudioBuffer(np.zeros(0, dtype=np.float32), RATE),
+        # A speaker-cloning synthesizer's request carries the source audio (PCM16-exact here).
+        SynthesisRequest(
+            text="hallo",
+            language="de",
+            speaker="S1",
+            source_audio=AudioBuffer(np.array([0.0, 0.5, -0.25], dtype=np.float32), RATE),
+        ),
     ]
     if hasattr(_model, "LengthBudget"):  # a nested value of ours inside a request
         values.append(

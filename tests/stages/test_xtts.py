@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pytest
 
@@ -25,9 +26,9 @@ import torch
 import stsdub
 from stsdub import AudioBuffer, ErrorCode, Fragment, StageError, StageLoadError, SynthesisRequest
 from stsdub._builtin.xtts import XTTSSynthesizer
-from stsdub.testing import FakeASR, check_stage
+from stsdub.testing import FakeASR, FakeTranslator, check_stage
 
-from ..speech import speak
+from ..speech import SENTENCES, speak
 from .tiny_xtts import LANGUAGES, build_tiny_xtts
 
 pytestmark = pytest.mark.model
@@ -359,3 +360,199 @@ async def test_dubber_end_to_end(model_dir: Path, voices_json: Path) -> None:
         assert result.audio is not None and float(np.max(np.abs(result.audio.samples))) > 0
     # warmup computed the default voice (narrator); the stream's voice was computed once.
     assert stage.cache_info().misses == 2 and stage.cache_info().hits >= 1
+
+
+# -- speakers cloned from their own speech ----------------------------------------------------
+
+
+def _source(speaker: str, index: int) -> AudioBuffer:
+    """Speaker ``A`` is the Piper voice; ``B`` the same speech played 20 % faster and higher,
+    with a little noise: a different voice from a different recording."""
+    samples, rate = speak(SENTENCES[index % len(SENTENCES)])
+    if speaker == "A":
+        return AudioBuffer(samples, rate)
+    noisy = samples + np.random.default_rng(index).normal(0, 0.003, samples.size).astype(np.float32)
+    return AudioBuffer(np.clip(noisy, -1.0, 1.0), int(rate * 1.2))
+
+
+def _clone_request(speaker: str, index: int, **kwargs: Any) -> SynthesisRequest:
+    # Distinct sequence numbers per speaker, so a reference tells whose fragments it holds.
+    sequence = index if speaker == "A" else 100 + index
+    return _request(
+        speaker=speaker,
+        source_audio=_source(speaker, index),
+        stream_id="s1",
+        sequence_number=sequence,
+        fragment_id=f"{speaker}{index}",
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def cloner(model_dir: Path, voices_json: Path) -> Iterator[XTTSSynthesizer]:
+    stage = XTTSSynthesizer(
+        model_dir=model_dir, voices=voices_json, max_audio_tokens=TOKENS, clone_speakers=True
+    )
+    yield stage
+    stage.close()
+
+
+def _inference_latents(monkeypatch: pytest.MonkeyPatch, stage: XTTSSynthesizer) -> list[torch.Tensor]:
+    """Record the GPT latent every synthesis is conditioned on."""
+    seen: list[torch.Tensor] = []
+    original = stage.model.inference
+
+    def inference(text: str, language: str, gpt_latent: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        seen.append(gpt_latent)
+        return original(text, language, gpt_latent, *args, **kwargs)
+
+    monkeypatch.setattr(stage.model, "inference", inference)
+    return seen
+
+
+def test_each_speaker_is_cloned_once_from_their_own_speech(
+    model_dir: Path, voices_json: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stsdub._builtin.xtts import CLONE_THRESHOLDS, _speech_clip
+
+    stage = XTTSSynthesizer(
+        model_dir=model_dir, voices=voices_json, max_audio_tokens=TOKENS, clone_speakers=True
+    )
+    assert stage.clones_speakers is True
+    default = stage._conditioning(stage.default_voice)[0]
+    gpt_calls = _count_calls(monkeypatch, stage.model, "get_gpt_cond_latents")
+    embedded: list[torch.Tensor] = []
+    original_embedding = stage.model.get_speaker_embedding
+
+    def embedding(audio: torch.Tensor, rate: int) -> Any:
+        embedded.append(audio)
+        return original_embedding(audio, rate)
+
+    monkeypatch.setattr(stage.model, "get_speaker_embedding", embedding)
+    used = _inference_latents(monkeypatch, stage)
+
+    # Where the builds must happen: the speech seconds each speaker has accumulated.
+    heard = {"A": 0.0, "B": 0.0}
+    expected_builds: list[tuple[str, int]] = []
+    builds = {"A": 0, "B": 0}
+    lines = [("A", i) for i in range(10)] + [("B", i) for i in range(7)]
+    lines.sort(key=lambda line: line[1])  # interleaved: A0 B0 A1 B1 ...
+    for speaker, index in lines:
+        clip = _speech_clip(_source(speaker, index), 0)
+        assert clip is not None
+        heard[speaker] += clip.seconds
+        if builds[speaker] < len(CLONE_THRESHOLDS) and heard[speaker] >= CLONE_THRESHOLDS[builds[speaker]]:
+            expected_builds.append((speaker, index))
+            builds[speaker] += 1
+    assert heard["A"] >= 12.0 > heard["B"] >= 6.0  # A is refreshed once, B built once
+
+    actual_builds: list[tuple[str, int]] = []
+    for speaker, index in lines:
+        before = len(gpt_calls)
+        request = _clone_request(speaker, index)
+        stage.synthesize(request)
+        stage.synthesize(attrs.evolve(request, speed=1.5))  # the same fragment again: not counted
+        if len(gpt_calls) > before:
+            assert len(gpt_calls) == before + 1
+            actual_builds.append((speaker, index))
+    assert actual_builds == expected_builds
+    assert [s for s, _ in actual_builds].count("A") == 2 and [s for s, _ in actual_builds].count("B") == 1
+
+    clone_a = stage._clones["s1"]["A"]
+    clone_b = stage._clones["s1"]["B"]
+    assert clone_a.reference_fragments and all(n < 100 for n in clone_a.reference_fragments)
+    assert clone_b.reference_fragments and all(n >= 100 for n in clone_b.reference_fragments)
+    # The clips A's last reference was embedded from are A's own speech, trimmed.
+    a_clips = [_speech_clip(_source("A", n), n) for n in clone_a.reference_fragments]
+    last_a = embedded[-len(a_clips) :] if actual_builds[-1][0] == "A" else None
+    if last_a is None:  # B built last: A's clips are the ones before B's
+        b_count = len(clone_b.reference_fragments)
+        last_a = embedded[-b_count - len(a_clips) : -b_count]
+    for tensor, clip in zip(last_a, a_clips, strict=True):
+        assert clip is not None
+        assert torch.allclose(tensor[0].cpu(), torch.from_numpy(clip.samples), atol=1e-6)
+
+    # Lines before a speaker's first 6 s are spoken in the default voice, later ones cloned.
+    assert clone_a.latents is not None and clone_b.latents is not None
+    first = lines.index(expected_builds[0])
+    assert first > 0 and all(latent is default for latent in used[: 2 * first])
+    assert used[-2] is clone_a.latents[0] or used[-2] is clone_b.latents[0]
+
+    # A voice the request names is kept.
+    guest = stage._conditioning("guest")[0]
+    used.clear()
+    calls = len(gpt_calls)
+    stage.synthesize(_clone_request("A", 10, voice="guest"))
+    assert used == [guest] and len(gpt_calls) == calls
+
+
+def test_clone_state_is_bounded(cloner: XTTSSynthesizer) -> None:
+    from stsdub._builtin import xtts as module
+
+    silent = AudioBuffer(np.zeros(2205, dtype=np.float32), 22_050)
+    with cloner._lock:
+        for stream in range(module._CLONE_MAX_STREAMS + 3):
+            for speaker in range(module._CLONE_MAX_SPEAKERS + 2):
+                clone = cloner._clone_state(f"stream-{stream}", f"S{speaker}")
+                cloner._observe(clone, silent, _request(stream_id=f"stream-{stream}"))
+    assert len(cloner._clones) == module._CLONE_MAX_STREAMS
+    assert next(iter(cloner._clones)) == "stream-3"  # the least recently used went first
+    assert all(len(speakers) == module._CLONE_MAX_SPEAKERS for speakers in cloner._clones.values())
+    assert all(not c.clips and c.seconds == 0 for s in cloner._clones.values() for c in s.values())
+
+
+def test_without_clone_speakers_nothing_changes(
+    xtts: XTTSSynthesizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert xtts.clones_speakers is False
+    xtts._conditioning(xtts.default_voice)
+    gpt_calls = _count_calls(monkeypatch, xtts.model, "get_gpt_cond_latents")
+    used = _inference_latents(monkeypatch, xtts)
+    for index in range(5):
+        xtts.synthesize(_clone_request("A", index))
+    assert not gpt_calls and not xtts._clones
+    assert all(latent is xtts._conditioning(xtts.default_voice)[0] for latent in used)
+
+
+@pytest.mark.anyio
+async def test_dubber_sends_speaker_and_source_audio(
+    model_dir: Path, voices_json: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fragments = [Fragment(i, *speak(SENTENCES[i]), speaker="S1" if i % 2 == 0 else "S2") for i in range(4)]
+    dubber = stsdub.Dubber(
+        asr=FakeASR(),
+        translator=FakeTranslator(),
+        synthesizer="xtts",
+        synthesizer_options={
+            "model_dir": str(model_dir),
+            "voices": str(voices_json),
+            "max_audio_tokens": TOKENS,
+            "clone_speakers": True,
+        },
+        source_language="en",
+        target_language="de",
+        device="cpu",
+        fragment_timeout=60.0,
+    )
+    seen: list[SynthesisRequest] = []
+    async with dubber:
+        stage = dubber.stages["synthesizer"]
+        assert isinstance(stage, XTTSSynthesizer) and stage.clones_speakers is True
+        original = stage._speaker_latents
+
+        def recording(request: SynthesisRequest) -> Any:
+            seen.append(request)
+            return original(request)
+
+        monkeypatch.setattr(stage, "_speaker_latents", recording)
+        results = [r async for r in dubber.dub(fragments)]
+    assert [r.error for r in results] == [None] * 4
+    assert [r.speaker for r in results] == ["S1", "S2", "S1", "S2"]
+    by_fragment = {r.sequence_number: r for r in seen}
+    assert sorted(by_fragment) == [0, 1, 2, 3]
+    for number, request in by_fragment.items():
+        fragment = fragments[number]
+        assert request.speaker == fragment.speaker and request.voice is None
+        assert request.source_audio is not None
+        assert request.source_audio.sample_rate == fragment.sample_rate
+        assert np.array_equal(request.source_audio.samples, fragment.audio)

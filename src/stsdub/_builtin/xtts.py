@@ -13,15 +13,22 @@ voice, its reference clips and the language they are spoken in::
 Paths in a JSON file are relative to the file. A profile may instead name one of the
 model's built-in speakers (``{"speaker": "Ana Florence"}``, from ``speakers_xtts.pth``).
 ``SynthesisRequest.voice`` picks the profile; ``None`` picks the default one.
+
+With ``clone_speakers=True`` a request that names no voice is spoken in the voice of the
+*speaker* who said the source (``SynthesisRequest.speaker``, set by the pipeline), cloned from
+that speaker's own speech in the stream (``SynthesisRequest.source_audio``) rather than from
+each line alone: see :class:`_SpeakerClone` for how the reference is chosen and refreshed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -49,6 +56,19 @@ _REFERENCE_RATE = 22_050
 #: The speed XTTS accepts; beyond it the model's own clamp (0.05) gives garbled speech.
 _SPEED_RANGE = (0.25, 4.0)
 _INSTALL_HINT = "pip install 'stsdub[xtts]'"
+#: Seconds of a speaker's accumulated speech at which their reference is built (the first)
+#: and rebuilt from the cleanest clips so far (the others): at most three computations.
+CLONE_THRESHOLDS = (6.0, 12.0, 24.0)
+#: Most seconds of a speaker's cleanest speech kept as their reference (XTTS conditions its
+#: GPT on 12 s by default).
+_CLONE_REFERENCE_SECONDS = 12.0
+#: Bounds on per-stream clone state: streams kept, and speakers kept per stream (LRU).
+_CLONE_MAX_STREAMS = 16
+_CLONE_MAX_SPEAKERS = 8
+#: Clip analysis: 20 ms frames; speech frames are over 10 % of the loudest frame's RMS (and
+#: over -50 dBFS); a fragment with less than half a second of speech adds nothing.
+_FRAME_SECONDS = 0.02
+_MIN_CLIP_SECONDS = 0.5
 
 PathLike = str | os.PathLike[str]
 
@@ -61,6 +81,39 @@ class _Voice:
     reference_audio: tuple[Path | AudioBuffer, ...] = ()
     speaker: str | None = None
     language: str | None = None
+
+
+class _Clip(NamedTuple):
+    """A fragment's speech, trimmed to its speech span, at the reference rate."""
+
+    score: float
+    seconds: float
+    samples: np.ndarray
+    sequence_number: int
+
+
+@attrs.define
+class _SpeakerClone:
+    """One speaker's cloned voice in one stream.
+
+    Each fragment of the speaker is scored by a simple speech-to-noise estimate (the median
+    RMS of its speech frames over its 10th-percentile frame RMS, in dB, capped at 60; clipped
+    audio loses 20 dB) and trimmed to its speech. The cleanest clips, up to 12 s, are kept.
+    When the speaker's accumulated speech first reaches 6 s, their conditioning latents are
+    computed from the kept clips (cleanest first); they are recomputed at 12 s and at 24 s
+    (:data:`CLONE_THRESHOLDS`), then kept for the rest of the stream and the clips dropped.
+    """
+
+    clips: list[_Clip] = attrs.field(factory=list)
+    #: Seconds of speech seen from this speaker (every clip, kept or not).
+    seconds: float = 0.0
+    #: How many thresholds the latents were built at.
+    builds: int = 0
+    latents: tuple[Any, Any] | None = None
+    #: The fragments (sequence numbers) the current latents were built from.
+    reference_fragments: tuple[int, ...] = ()
+    #: Fragments already counted (a fragment is synthesized again at another speed).
+    seen: deque[bytes] = attrs.field(factory=lambda: deque(maxlen=16))
 
 
 class XTTSCacheInfo(NamedTuple):
@@ -96,6 +149,11 @@ class XTTSSynthesizer:
         length_penalty: Length penalty (default from the model config).
         enable_text_splitting: Split long text into sentences before generation, as XTTS
             needs for text over its per-language character limit.
+        clone_speakers: Clone each speaker of a stream from their own speech: a request that
+            names no voice but carries ``speaker`` and ``source_audio`` is spoken in that
+            speaker's voice once 6 s of their speech have been heard (in the default voice
+            until then). A request that names a voice keeps it. Sets ``clones_speakers``, so
+            the pipeline sends the speaker and the source audio.
 
     Raises:
         StageLoadError: The model or a voice profile cannot be loaded.
@@ -123,6 +181,7 @@ class XTTSSynthesizer:
         repetition_penalty: float | None = None,
         length_penalty: float | None = None,
         enable_text_splitting: bool = True,
+        clone_speakers: bool = False,
     ) -> None:
         try:
             import torch
@@ -212,6 +271,10 @@ class XTTSSynthesizer:
         self._latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._hits = 0
         self._misses = 0
+        #: Set on the instance: the pipeline sends speaker and source audio only when True.
+        self.clones_speakers = bool(clone_speakers)
+        #: ``{stream_id: {speaker: clone}}``, least recently used first (guarded by _lock).
+        self._clones: OrderedDict[str, OrderedDict[str, _SpeakerClone]] = OrderedDict()
 
     # -- voices ------------------------------------------------------------------------------
 
@@ -323,6 +386,74 @@ class XTTSSynthesizer:
         # torch.tensor copies: the samples may be a read-only view of the caller's buffer.
         return self._torch.tensor(samples, dtype=self._torch.float32, device=self.device)[None, :]
 
+    # -- speakers cloned from the stream -----------------------------------------------------
+
+    def _speaker_latents(self, request: SynthesisRequest) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The latents of the request's speaker, after counting its source audio; or None."""
+        speaker, source = request.speaker, request.source_audio
+        if speaker is None or source is None:
+            return None
+        with self._lock:
+            clone = self._clone_state(request.stream_id, speaker)
+            self._observe(clone, source, request)
+            if clone.builds < len(CLONE_THRESHOLDS) and clone.seconds >= CLONE_THRESHOLDS[clone.builds]:
+                while (
+                    clone.builds < len(CLONE_THRESHOLDS) and clone.seconds >= CLONE_THRESHOLDS[clone.builds]
+                ):
+                    clone.builds += 1  # one build even when several thresholds were crossed
+                self._build(clone, request.stream_id, speaker)
+            return clone.latents
+
+    def _clone_state(self, stream_id: str, speaker: str) -> _SpeakerClone:
+        streams = self._clones
+        speakers = streams.get(stream_id)
+        if speakers is None:
+            speakers = streams[stream_id] = OrderedDict()
+            while len(streams) > _CLONE_MAX_STREAMS:
+                streams.popitem(last=False)
+        streams.move_to_end(stream_id)
+        clone = speakers.get(speaker)
+        if clone is None:
+            clone = speakers[speaker] = _SpeakerClone()
+            while len(speakers) > _CLONE_MAX_SPEAKERS:
+                speakers.popitem(last=False)
+        speakers.move_to_end(speaker)
+        return clone
+
+    def _observe(self, clone: _SpeakerClone, source: AudioBuffer, request: SynthesisRequest) -> None:
+        if clone.builds >= len(CLONE_THRESHOLDS):
+            return  # the last reference is built; nothing more is kept
+        key = hashlib.blake2b(
+            f"{request.fragment_id}|{request.sequence_number}|{source.sample_rate}|".encode()
+            + np.ascontiguousarray(source.samples).tobytes(),
+            digest_size=16,
+        ).digest()
+        if key in clone.seen:
+            return
+        clone.seen.append(key)
+        clip = _speech_clip(source, request.sequence_number)
+        if clip is None:
+            return
+        clone.seconds += clip.seconds
+        clips = sorted([*clone.clips, clip], key=lambda c: -c.score)
+        kept, total = [], 0.0
+        for c in clips:  # the cleanest, until the reference length is reached
+            if total >= _CLONE_REFERENCE_SECONDS:
+                break
+            kept.append(c)
+            total += c.seconds
+        clone.clips = kept
+
+    def _build(self, clone: _SpeakerClone, stream_id: str, speaker: str) -> None:
+        clips = tuple(AudioBuffer(c.samples, _REFERENCE_RATE) for c in clone.clips)
+        try:
+            clone.latents = self._compute(_Voice(f"{stream_id}/{speaker}", clips))
+            clone.reference_fragments = tuple(c.sequence_number for c in clone.clips)
+        except StageError as exc:  # the voice so far (or the default) goes on
+            log.warning("xtts: %s", exc.message)
+        if clone.builds >= len(CLONE_THRESHOLDS):
+            clone.clips = []
+
     # -- synthesis ---------------------------------------------------------------------------
 
     def _model_language(self, language: str) -> str | None:
@@ -363,7 +494,9 @@ class XTTSSynthesizer:
                 ErrorCode.SYNTHESIS_FAILED, f"speed must be a positive number, got {request.speed!r}"
             )
         speed = min(max(speed, _SPEED_RANGE[0]), _SPEED_RANGE[1])
-        gpt_latent, speaker_embedding = self._conditioning(voice_name)
+        # A voice the request names is kept; otherwise the speaker's clone, once there is one.
+        cloned = self._speaker_latents(request) if self.clones_speakers and request.voice is None else None
+        gpt_latent, speaker_embedding = cloned or self._conditioning(voice_name)
 
         torch = self._torch
         try:
@@ -402,6 +535,7 @@ class XTTSSynthesizer:
         """Drop the model and the cached latents (frees GPU memory)."""
         with self._lock:
             self._latents.clear()
+            self._clones.clear()
             self.model = None
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
@@ -469,6 +603,32 @@ def _builtin_speakers(directory: Path) -> Mapping[str, Any]:
     except Exception as exc:
         raise StageLoadError(f"cannot read the built-in speakers {path}: {exc}") from exc
     return speakers
+
+
+def _speech_clip(source: AudioBuffer, sequence_number: int) -> _Clip | None:
+    """The speech of ``source`` at the reference rate with its cleanliness score, or None."""
+    samples = _audio.resample(
+        np.asarray(source.samples, dtype=np.float32), source.sample_rate, _REFERENCE_RATE
+    )
+    frame = int(_REFERENCE_RATE * _FRAME_SECONDS)
+    count = samples.size // frame
+    if count == 0:
+        return None
+    frames = samples[: count * frame].reshape(count, frame).astype(np.float64)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    speech = rms > max(0.1 * float(rms.max()), 10 ** (-50 / 20))
+    seconds = float(speech.sum()) * _FRAME_SECONDS
+    if seconds < _MIN_CLIP_SECONDS:
+        return None
+    noise = max(float(np.percentile(rms, 10)), 1e-5)
+    score = min(20 * float(np.log10(float(np.median(rms[speech])) / noise)), 60.0)
+    if float(np.mean(np.abs(samples) >= 0.99)) > 0.001:
+        score -= 20.0
+    where = np.flatnonzero(speech)
+    trimmed = samples[where[0] * frame : (where[-1] + 1) * frame]
+    trimmed = trimmed[: int(_REFERENCE_RATE * _CLONE_REFERENCE_SECONDS)]
+    # A copy: the kept clip must not hold on to (or alias) the caller's whole buffer.
+    return _Clip(score, seconds, np.array(trimmed, dtype=np.float32, copy=True), sequence_number)
 
 
 def _check_clip(voice: str, path: Path) -> None:

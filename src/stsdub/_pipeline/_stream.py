@@ -572,6 +572,10 @@ class Stream:
         spare = fragment.duration - span[0] - span[1] if span is not None else tail_seconds
         room_carry = carry if span is None else None
         job.voice = self._voice_for(job)
+        runner = self._stages.synthesizer
+        # A synthesizer that clones each speaker from their own speech is told who speaks and
+        # given the source audio; no other synthesizer is sent (or has to carry) either.
+        clones = job.speaker is not None and getattr(runner.stage, "clones_speakers", False) is True
         request = SynthesisRequest(
             text=text,
             language=self.config.target_language,
@@ -581,8 +585,9 @@ class Stream:
             stream_id=self.stream_id,
             sequence_number=fragment.sequence_number,
             fragment_id=fragment.fragment_id,
+            speaker=job.speaker if clones else None,
+            source_audio=AudioBuffer(fragment.audio, fragment.sample_rate) if clones else None,
         )
-        runner = self._stages.synthesizer
         speech = await self._call(job, "synthesis", runner, request, AudioBuffer)
         if speech is None:
             return
