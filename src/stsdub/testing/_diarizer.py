@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-import anyio
 import numpy as np
 
 from .._diarization import Diarization, DiarizationRequest, SpeakerTracker, merge_turns
 from .._model import AudioBuffer
-from ..errors import ErrorCode, StageError
+from ..errors import ErrorCode
+from ._whole import WholeRecordingFake
 
 __all__ = ["FakeDiarizer"]
 
@@ -21,7 +18,7 @@ __all__ = ["FakeDiarizer"]
 _BANDS = np.geomspace(60.0, 6000.0, 17)
 
 
-class FakeDiarizer:
+class FakeDiarizer(WholeRecordingFake[DiarizationRequest, Diarization]):
     """Speakers told apart by where their energy lies in the spectrum.
 
     ``embed(audio)`` is the share of the audio's energy in each of 16 log-spaced bands from 60
@@ -50,7 +47,8 @@ class FakeDiarizer:
     """
 
     kind = "diarizer"
-    concurrency = 1
+    stage = "diarization"
+    method = "diarize"
 
     def __init__(
         self,
@@ -64,26 +62,13 @@ class FakeDiarizer:
         device: str = "cpu",
         record: bool = True,
     ) -> None:
-        if mode not in ("sync", "async"):
-            raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
         if not window > 0:
             raise ValueError(f"window must be > 0 seconds, got {window!r}")
         self.turns = None if turns is None else Diarization(tuple(turns)).turns
         self.window = float(window)
         self.match_threshold = float(threshold)
-        self.latency = latency
-        self.fail = dict(fail or {})
-        self.mode = mode
-        self.device = device
-        self.record = record
-        self.requests: list[DiarizationRequest] = []
-        self.calls = 0
         self.embedded = 0
-        self.closed = False
-        self._lock = threading.Lock()
-        self.diarize: Callable[[DiarizationRequest], Any] = (
-            self._diarize_async if mode == "async" else self._diarize_sync
-        )
+        super().__init__(latency=latency, fail=fail, mode=mode, device=device, record=record)
 
     def embed(self, audio: AudioBuffer) -> np.ndarray:
         """Band energies of ``audio``, normalised; an empty array when it is silent."""
@@ -97,6 +82,9 @@ class FakeDiarizer:
         bands = np.array([power[(freqs >= a) & (freqs < b)].sum() for a, b in itertools.pairwise(_BANDS)])
         norm = float(np.linalg.norm(bands))
         return bands / norm if norm > 0 else np.zeros(0)
+
+    def answer(self, request: DiarizationRequest) -> Diarization:
+        return self.analyse(request)
 
     def analyse(self, request: DiarizationRequest) -> Diarization:
         """The diarization itself, without latency, failures or records."""
@@ -114,29 +102,3 @@ class FakeDiarizer:
                 times.append((start / audio.sample_rate, (start + piece.samples.size) / audio.sample_rate))
                 labels.append(label)
         return Diarization(merge_turns(times, labels, max_gap=self.window))
-
-    def _enter(self, request: DiarizationRequest) -> ErrorCode | None:
-        with self._lock:
-            self.calls += 1
-            if self.record:
-                self.requests.append(request)
-        code = self.fail.get(request.sequence_number)
-        return None if code is None else ErrorCode(code)
-
-    def _outcome(self, request: DiarizationRequest, code: ErrorCode | None) -> Diarization:
-        if code is not None:
-            raise StageError(code, f"fake diarizer failure for {request.sequence_number}", "diarization")
-        return self.analyse(request)
-
-    def _diarize_sync(self, request: DiarizationRequest) -> Diarization:
-        code = self._enter(request)
-        time.sleep(self.latency)
-        return self._outcome(request, code)
-
-    async def _diarize_async(self, request: DiarizationRequest) -> Diarization:
-        code = self._enter(request)
-        await anyio.sleep(self.latency)
-        return self._outcome(request, code)
-
-    def close(self) -> None:
-        self.closed = True

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
-import anyio
 import numpy as np
 
 from .._model import AudioBuffer
 from .._separation import Separation, SeparationRequest
-from ..errors import ErrorCode, StageError
+from ..errors import ErrorCode
+from ._whole import WholeRecordingFake
 
 __all__ = ["FakeSeparator"]
 
 
-class FakeSeparator:
+class FakeSeparator(WholeRecordingFake[SeparationRequest, Separation]):
     """Calls the speech band of the input the voice, and the rest the background.
 
     ``voice`` is the input band-passed to ``band`` (Hz, by an FFT mask, so that a tone inside
@@ -40,7 +37,8 @@ class FakeSeparator:
     """
 
     kind = "separator"
-    concurrency = 1
+    stage = "separation"
+    method = "separate"
 
     def __init__(
         self,
@@ -52,24 +50,14 @@ class FakeSeparator:
         device: str = "cpu",
         record: bool = True,
     ) -> None:
-        if mode not in ("sync", "async"):
-            raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
         low, high = band
         if not 0 <= low < high:
             raise ValueError(f"band must be (low, high) with 0 <= low < high, got {band!r}")
         self.band = (float(low), float(high))
-        self.latency = latency
-        self.fail = dict(fail or {})
-        self.mode = mode
-        self.device = device
-        self.record = record
-        self.requests: list[SeparationRequest] = []
-        self.calls = 0
-        self.closed = False
-        self._lock = threading.Lock()
-        self.separate: Callable[[SeparationRequest], Any] = (
-            self._separate_async if mode == "async" else self._separate_sync
-        )
+        super().__init__(latency=latency, fail=fail, mode=mode, device=device, record=record)
+
+    def answer(self, request: SeparationRequest) -> Separation:
+        return self.split(request.audio)
 
     def split(self, audio: AudioBuffer) -> Separation:
         """The separation itself, without latency, failures or records."""
@@ -86,29 +74,3 @@ class FakeSeparator:
             AudioBuffer(np.clip(voice, -1.0, 1.0).astype(np.float32), audio.sample_rate),
             AudioBuffer(np.clip(background, -1.0, 1.0).astype(np.float32), audio.sample_rate),
         )
-
-    def _enter(self, request: SeparationRequest) -> ErrorCode | None:
-        with self._lock:
-            self.calls += 1
-            if self.record:
-                self.requests.append(request)
-        code = self.fail.get(request.sequence_number)
-        return None if code is None else ErrorCode(code)
-
-    def _outcome(self, request: SeparationRequest, code: ErrorCode | None) -> Separation:
-        if code is not None:
-            raise StageError(code, f"fake separator failure for {request.sequence_number}", "separation")
-        return self.split(request.audio)
-
-    def _separate_sync(self, request: SeparationRequest) -> Separation:
-        code = self._enter(request)
-        time.sleep(self.latency)
-        return self._outcome(request, code)
-
-    async def _separate_async(self, request: SeparationRequest) -> Separation:
-        code = self._enter(request)
-        await anyio.sleep(self.latency)
-        return self._outcome(request, code)
-
-    def close(self) -> None:
-        self.closed = True
