@@ -39,9 +39,15 @@ def piper_voice():  # type: ignore[no-untyped-def]
 
 @functools.lru_cache(maxsize=64)
 def speak(text: str) -> tuple[np.ndarray, int]:
-    """Synthesize ``text``; returns float32 mono samples in [-1, 1] and their sample rate."""
+    """Synthesize ``text``; returns float32 mono samples in [-1, 1] and their sample rate.
+
+    Piper's noise is off, so the same text gives the same samples in every run: a test that
+    measures speech (its length, a speaker's seconds) sees the same figures on every machine.
+    """
+    from piper import SynthesisConfig
+
     voice = piper_voice()
-    chunks = list(voice.synthesize(text))
+    chunks = list(voice.synthesize(text, syn_config=SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)))
     samples = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
     samples = np.clip(samples, -1.0, 1.0)
     samples.setflags(write=False)

@@ -66,15 +66,12 @@ def test_speech_is_intelligible(piper: PiperSynthesizer) -> None:
     assert wer(list(SENTENCES), heard) <= 0.20, list(zip(SENTENCES, heard, strict=True))
 
 
-def test_speed_changes_the_length(piper: PiperSynthesizer) -> None:
+def test_speed_changes_the_length() -> None:
+    # Phoneme-width noise off: lengths are the same in every run, so the ratios are exact.
+    piper = PiperSynthesizer(device="cpu", noise_w_scale=0.0)
     text = "We will meet at the station tomorrow morning."
     lengths = {
-        speed: np.mean(
-            [
-                piper.synthesize(SynthesisRequest(text=text, language="en", speed=speed)).duration
-                for _ in range(2)
-            ]
-        )
+        speed: piper.synthesize(SynthesisRequest(text=text, language="en", speed=speed)).duration
         for speed in (0.8, 1.0, 1.5)
     }
     assert lengths[0.8] > 1.1 * lengths[1.0]
