@@ -1,14 +1,24 @@
-"""Choosing the compute device: ``"auto"`` means CUDA when a CUDA device is visible."""
+"""Choosing the compute device (``"auto"`` means CUDA when a CUDA device is visible), and
+the CPU thread budget of the stages that run on the CPU.
+
+The thread budget: the pipeline overlaps stages (the ASR of one fragment runs while the one
+before it is synthesized and fitted) and runs each stage ``concurrency`` calls at a time, so
+the threads of one call should not claim every core. A CPU stage's default threads per call
+are the usable cores divided among its own concurrent calls and the other half of the
+machine's work, at least one: on a 2-core machine one thread per call, where CTranslate2 and
+ONNX Runtime threads that wait for each other cost more than they give (docs/performance.md).
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 
 from .errors import ConfigurationError
 
-__all__ = ["cuda_device_count", "resolve_device"]
+__all__ = ["cpu_cores", "cuda_device_count", "resolve_device", "threads_per_call"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -45,3 +55,21 @@ def resolve_device(device: str) -> str:
             f"device={device!r} but no CUDA device is visible; use device='auto' or 'cpu'"
         )
     return device
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_call(concurrency: int, *, cap: int = 4) -> int:
+    """Default threads for one call of a CPU stage that runs ``concurrency`` calls at once.
+
+    Half the cores go to the stage (the other half to the stages it overlaps with), shared
+    among its concurrent calls; at least 1, at most ``cap`` (beyond a few threads a call of
+    the small models stsdub runs gains little).
+    """
+    return max(1, min(cap, cpu_cores() // (2 * max(1, concurrency))))

@@ -18,7 +18,7 @@ import stsdub
 import stsdub.testing
 from stsdub import ASRRequest, AudioBuffer, ErrorCode, Fragment, StageError, Transcript
 from stsdub._audio import resample
-from stsdub._device import cuda_device_count
+from stsdub._device import cpu_cores, cuda_device_count, threads_per_call
 from stsdub.errors import StageLoadError, StsdubError
 from tests.speech import SENTENCES, speak, wer
 
@@ -142,8 +142,39 @@ def test_defaults(asr: FasterWhisperASR) -> None:
     assert asr.device == "cpu"
     assert asr.compute_type == "int8"
     assert asr.languages == {"*": bundled_model_path()}
-    assert asr.num_workers == asr.concurrency == 2  # two decodes overlap on CPU (1.4-1.7x)
+    assert asr.num_workers == asr.concurrency == min(2, cpu_cores())  # two decodes overlap on CPU
     assert asr.max_batch_size == 1  # batched decoding is slower than one by one on CPU
+
+
+@needs_bundled
+@pytest.mark.model
+def test_default_threads_follow_the_thread_budget() -> None:
+    stage = build()
+    # A quarter of the cores per decode with two workers: 1 on a 2-core machine, at most 4.
+    assert stage.cpu_threads == threads_per_call(stage.num_workers) == max(1, min(4, cpu_cores() // 4))
+
+
+@pytest.mark.model
+def test_a_fragment_is_one_whisper_window(asr: FasterWhisperASR, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Speech that fits one window is encoded once, even when the decode ends without a closing
+    timestamp (faster-whisper's own loop then decodes the padding after the last word again)."""
+    model = asr._models[0].model
+    encodes: list[int] = []
+    encode = model.encode
+
+    def counted(features: object) -> object:
+        encodes.append(1)
+        return encode(features)
+
+    monkeypatch.setattr(model, "encode", counted)
+    previous = None
+    texts = []
+    for i, sentence in enumerate(SENTENCES):
+        transcript = asr.transcribe(request(sentence, sequence_number=i, previous_transcript=previous))
+        previous = transcript.text
+        texts.append(transcript.text)
+    assert len(encodes) == len(SENTENCES)
+    assert wer(list(SENTENCES), texts) <= 0.15
 
 
 @pytest.mark.model

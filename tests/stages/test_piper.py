@@ -12,6 +12,7 @@ import pytest
 
 import stsdub
 from stsdub import ErrorCode, StageError, SynthesisRequest
+from stsdub._device import cpu_cores, threads_per_call
 from stsdub.testing import FakeASR, check_stage
 
 from ..speech import SENTENCES, transcribe, wer
@@ -45,6 +46,10 @@ def test_default_voice_is_the_packaged_one(piper: PiperSynthesizer) -> None:
     assert piper.sample_rate == _voice_rate()
     assert piper.supports_speed is True
     assert piper.concurrency >= 1
+    # The thread budget: a quarter of the cores per call with two at once, 1 on 2 cores.
+    assert piper.threads == threads_per_call(piper.concurrency) == max(1, min(4, cpu_cores() // 4))
+    session = piper.voices[piper.default_voice].voice.session
+    assert session.get_session_options().intra_op_num_threads == piper.threads
 
 
 def test_speech_is_non_silent_at_the_voice_rate(piper: PiperSynthesizer) -> None:

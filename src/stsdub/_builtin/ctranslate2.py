@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import _models
+from .._device import threads_per_call
 from .._model import Translation, TranslationRequest
 from ..errors import ErrorCode, PluginError, StageError, StageLoadError
 
@@ -185,7 +186,9 @@ class CTranslate2Translator:
             ``("en", "de")``; requests for another pair then fail with
             ``UNSUPPORTED_LANGUAGE``. Not checked when left out.
         compute_type: CTranslate2 compute type; default ``int8`` on CPU, ``float16`` on CUDA.
-        cpu_threads: OpenMP threads per translation on CPU (0: CTranslate2's default).
+        cpu_threads: OpenMP threads per translation on CPU. Default: the thread budget (half
+            the usable cores, at most 4: 1 on a 2-core machine, where the translation overlaps
+            with the ASR and the synthesis of other fragments); 0: CTranslate2's default.
         beam_size: Beam width (1 = greedy, fastest).
         max_input_length: Source tokens kept per sentence (longer input is truncated).
         max_decoding_length: Most target tokens per sentence.
@@ -221,7 +224,7 @@ class CTranslate2Translator:
         model_type: str | None = None,
         language_pair: Sequence[str] | None = None,
         compute_type: str | None = None,
-        cpu_threads: int = 0,
+        cpu_threads: int | None = None,
         beam_size: int = 2,
         max_input_length: int = 512,
         max_decoding_length: int = 256,
@@ -309,7 +312,7 @@ class CTranslate2Translator:
                 device=ct2_device,
                 device_index=device_index,
                 compute_type=self.compute_type,
-                intra_threads=cpu_threads,
+                intra_threads=threads_per_call(1) if cpu_threads is None else cpu_threads,
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise StageLoadError(f"ctranslate2 translator: cannot load {str(model_dir)!r}: {exc}") from exc

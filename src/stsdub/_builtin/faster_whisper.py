@@ -30,7 +30,7 @@ import attrs
 import numpy as np
 
 from .. import _audio
-from .._device import resolve_device
+from .._device import cpu_cores, resolve_device, threads_per_call
 from .._model import ASRRequest, Segment, Transcript, Word
 from ..errors import ErrorCode, PluginError, StageError, StageLoadError
 
@@ -233,10 +233,13 @@ class FasterWhisperASR:
             same as ``models={"*": model}``.
         compute_type: CTranslate2 compute type; ``int8`` on CPU and ``float16`` on CUDA
             by default.
-        cpu_threads: Threads per model call on CPU (default: up to 4, never more than the
-            machine has).
+        cpu_threads: Threads per model call on CPU. Default: the thread budget, a quarter
+            of the usable cores with two workers (1 on a 2-core machine, at most 4), so
+            that decodes in parallel and the stages they overlap with do not fight over
+            the cores.
         num_workers: Calls the model runs in parallel; also the stage's ``concurrency``.
-            Default 2 on CPU, 1 on CUDA (where fragments are batched instead).
+            Default 2 on CPU (1 on a single core), 1 on CUDA (where fragments are batched
+            instead).
         beam_size: Beam width of the decoding pass at temperature 0.
         temperature: Temperatures tried in turn while a decode fails the thresholds below
             (the later ones sample, so their output varies from run to run); a single
@@ -294,15 +297,17 @@ class FasterWhisperASR:
         fw = _import_faster_whisper()
         self.device = resolve_device(device)
         self.compute_type = compute_type or ("float16" if self.device.startswith("cuda") else "int8")
-        if cpu_threads is None:
-            cpu_threads = min(4, os.cpu_count() or 1)
         if num_workers is None:
             # One decode at a time leaves a CPU idle during VAD, features and alignment; two
             # overlap them (1.4-1.7x the throughput here, see docs/performance.md). A GPU
             # batches instead.
-            num_workers = 1 if self.device.startswith("cuda") else 2
+            num_workers = 1 if self.device.startswith("cuda") else min(2, cpu_cores())
         if num_workers < 1:
             raise StageLoadError(f"faster-whisper: num_workers must be at least 1, got {num_workers}")
+        if cpu_threads is None:
+            # The thread budget (stsdub._device): on 2 cores one thread per decode, which is
+            # as fast as two for tiny.en and leaves a core to the synthesis it overlaps with.
+            cpu_threads = threads_per_call(num_workers)
         self.cpu_threads = cpu_threads
         self.num_workers = num_workers
         self.hallucination_silence_threshold = hallucination_silence_threshold
@@ -517,7 +522,28 @@ class FasterWhisperASR:
         job = self._prepare(request)
         if isinstance(job, Transcript):
             return job
-        return self._decode_one(job)
+        language = self._window_language(job)
+        if language is None:
+            return self._decode_one(job)
+        result = self._decode_batch([job], language)[0]
+        if isinstance(result, StageError):
+            raise result
+        return result
+
+    def _window_language(self, job: _Job) -> str | None:
+        """The language to decode ``job`` in as one window, or None when it needs a full call.
+
+        Speech of up to 30 s whose language is known is one Whisper window: it is encoded
+        once, decoded once and aligned on the same encoder output (what
+        :meth:`_decode_batch` does). faster-whisper's own loop, when the decode ends without
+        a closing timestamp and word timestamps are on, seeks back to the last word and
+        decodes what is left (the padding after the speech) as a second window: a second
+        encoder pass and a decode that only ever invents text ("Thank you.").
+        """
+        language = job.language or (None if job.entry.multilingual else "en")
+        if language is None or job.speech.size > 30 * _RATE or self.temperature[0] != 0.0:
+            return None
+        return language
 
     def _decode_one(self, job: _Job) -> Transcript:
         segments, info = job.entry.model.transcribe(
@@ -572,8 +598,8 @@ class FasterWhisperASR:
                 if isinstance(job, Transcript):
                     out[i] = job
                     continue
-                language = job.language or (None if job.entry.multilingual else "en")
-                if language is None or job.speech.size > 30 * _RATE or self.temperature[0] != 0.0:
+                language = self._window_language(job)
+                if language is None:
                     out[i] = self._decode_one(job)
                     continue
                 groups.setdefault((id(job.entry), language), []).append((i, job))
@@ -582,10 +608,6 @@ class FasterWhisperASR:
         for (_, language), members in groups.items():
             for start in range(0, len(members), _BATCH_LIMIT):
                 chunk = members[start : start + _BATCH_LIMIT]
-                if len(chunk) == 1:
-                    i, job = chunk[0]
-                    out[i] = self._decode_one(job)
-                    continue
                 results = self._decode_batch([job for _, job in chunk], language)
                 for (i, _), result in zip(chunk, results, strict=True):
                     out[i] = result

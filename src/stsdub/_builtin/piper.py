@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from .. import _models
+from .._device import threads_per_call
 from .._model import AudioBuffer, SynthesisRequest
 from ..errors import ConfigurationError, ErrorCode, PluginError, StageError, StageLoadError
 
@@ -124,7 +125,9 @@ class PiperSynthesizer:
         sentence_silence: Seconds of silence between sentences.
         volume: Peak level of each sentence (Piper normalizes every sentence to it).
         concurrency: Fragments synthesized at once (default 2 on CPU, 4 on CUDA).
-        threads: ONNX Runtime intra-op threads per session (0 = as many as cores).
+        threads: ONNX Runtime intra-op threads per call. Default on CPU: the thread budget
+            (a quarter of the usable cores with concurrency 2; 1 on a 2-core machine, where
+            the synthesis overlaps with the ASR of the next fragment); 0 = as many as cores.
         download_root: Where voices given by name are cached, in place of the Hugging Face
             cache (``HF_HUB_CACHE``), as faster-whisper's option of that name.
         local_files_only: Use cached voices only; never ask the Hub (as ``HF_HUB_OFFLINE=1``).
@@ -156,7 +159,7 @@ class PiperSynthesizer:
         sentence_silence: float = 0.0,
         volume: float = 1.0,
         concurrency: int | None = None,
-        threads: int = 0,
+        threads: int | None = None,
         download_root: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
     ) -> None:
@@ -177,6 +180,11 @@ class PiperSynthesizer:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"piper concurrency must be a positive int, got {concurrency!r}")
         self.concurrency = concurrency
+        if threads is None:
+            threads = 0 if self._use_cuda else threads_per_call(concurrency)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ConfigurationError(f"piper threads must be an int >= 0, got {threads!r}")
+        self.threads = threads
         self._noise_scale = noise_scale
         self._noise_w_scale = noise_w_scale
         self._speaker = speaker
