@@ -361,6 +361,39 @@ async def test_pipeline_asks_a_speed_capable_synthesizer_first() -> None:
 
 
 @pytest.mark.anyio
+async def test_pipeline_asks_for_the_predicted_speed_once_it_has_heard_the_voice() -> None:
+    # The same text length and voice each time: after the first fragment the stream knows
+    # the voice's characters per second, so the first call asks for the right speed.
+    synthesizer = SpeedTone(1.3)
+    results = await _dub(synthesizer, [1.0, 1.0, 1.0, 1.0])
+    assert synthesizer.speeds[:2] == [1.0, pytest.approx(1.3, rel=0.01)]
+    assert synthesizer.speeds[2:] == [pytest.approx(1.3, rel=0.01)] * 3  # one call each
+    for result in results:
+        assert result.status is Status.SUCCESS and result.duration_variance < 0.02
+        assert result.fit is not None and result.fit.speed == pytest.approx(1.3, rel=0.01)
+        assert result.fit.natural == pytest.approx(1.3, rel=0.01)  # at the voice's own rate
+
+
+@pytest.mark.anyio
+async def test_a_missed_prediction_is_asked_again_from_the_speed_it_was_said_at() -> None:
+    # A voice that speaks this fragment's text more slowly than the stream has measured:
+    # the predicted speed is not enough, and the second call corrects from it.
+    class Slower(SpeedTone):
+        def synthesize(self, request: SynthesisRequest) -> AudioBuffer:
+            slow = 1.6 if request.sequence_number == 2 else 1.0
+            with self._lock:
+                self.speeds.append(request.speed)
+            return AudioBuffer(tone(slow * self.seconds / request.speed, self.rate), self.rate)
+
+    synthesizer = Slower(1.2)
+    results = await _dub(synthesizer, [1.0, 1.0, 1.0], duration=DurationPolicy(max_speed=2.5))
+    # Fragment 0: 1.0 then 1.2; fragment 1: 1.2 at once; fragment 2: 1.2, then 1.2 × 1.6.
+    assert synthesizer.speeds == pytest.approx([1.0, 1.2, 1.2, 1.2, 1.92], rel=0.01)
+    assert results[2].fit is not None and results[2].fit.speed == pytest.approx(1.92, rel=0.01)
+    assert all(r.status is Status.SUCCESS for r in results)
+
+
+@pytest.mark.anyio
 async def test_pipeline_clamps_the_speed_and_stretches_the_rest() -> None:
     synthesizer = SpeedTone(1.8)
     (result,) = await _dub(synthesizer, [1.0], duration=DurationPolicy(max_speed=1.2))

@@ -8,9 +8,12 @@ For each fragment (docs/duration-matching.md tells the whole story):
    Speech longer than its aim first borrows up to ``max_borrow`` seconds of the silence that
    follows the source's speech in the fragment (or the pause after the fragment, which a
    file host appends to it: ``tail``), and is only sped up for what is left.
-2. A synthesizer that can change its speaking rate (``supports_speed = True``) is asked once
-   more, at a speed clamped to ``[min_speed, max_speed]`` (:meth:`DurationMatcher.speed_for`;
-   the stream makes that call).
+2. A synthesizer that can change its speaking rate (``supports_speed = True``) is asked for
+   the speed that fits, clamped to ``[min_speed, max_speed]`` (:meth:`DurationMatcher.speed_for`;
+   the stream makes that call): once it has heard its voice speak, the stream predicts the
+   speech's length from the voice's measured characters per second and asks for that speed
+   in the first call; it asks once more only when the speech still misses by more than
+   ``speed_tolerance``.
 3. What is still off is time-stretched with rubberband, clamped to ``[min_stretch, max_stretch]``.
 4. The speech is laid after whatever the previous fragment carried over, padded with silence
    to the fragment's exact length; speech that runs past the end is never cut, it is carried
@@ -293,25 +296,36 @@ class DurationMatcher:
         return room
 
     def speed_for(
-        self, speech: AudioBuffer, target_seconds: float, carry: Carry | None = None, spare: float = 0.0
+        self,
+        speech: AudioBuffer | float,
+        target_seconds: float,
+        carry: Carry | None = None,
+        spare: float = 0.0,
+        *,
+        current: float = 1.0,
     ) -> float | None:
         """The speaking rate to ask the synthesizer for, or ``None`` when ``speech`` will do.
 
         Args:
-            speech: What the synthesizer said at its natural speed.
+            speech: What the synthesizer said at the speed ``current``, or how many seconds
+                of speech that is (predicted, before anything is synthesized).
             target_seconds: The aim: the source's speech, or the fragment's own time.
             carry: Speech the previous fragment carries into this one.
             spare: Seconds of silence after the aim that the speech may borrow first.
+            current: The speaking rate ``speech`` was said at.
         """
-        natural = trim_silence(speech.samples).size / speech.sample_rate
-        room = self.room_for(natural, target_seconds, carry, spare)
-        if natural == 0 or room <= 0:
-            return None if natural == 0 else self.policy.max_speed
-        wanted = natural / room
+        if isinstance(speech, AudioBuffer):
+            seconds = trim_silence(speech.samples).size / speech.sample_rate
+        else:
+            seconds = float(speech)
+        room = self.room_for(seconds, target_seconds, carry, spare)
+        if seconds <= 0 or room <= 0:
+            return None if seconds <= 0 else self.policy.max_speed
+        wanted = seconds / room
         if abs(wanted - 1.0) <= self.policy.speed_tolerance:
             return None
-        speed = min(max(wanted, self.policy.min_speed), self.policy.max_speed)
-        return None if speed == 1.0 else speed
+        speed = min(max(current * wanted, self.policy.min_speed), self.policy.max_speed)
+        return None if math.isclose(speed, current) else speed
 
     def runs_inline(
         self,

@@ -576,6 +576,11 @@ class Stream:
         # A synthesizer that clones each speaker from their own speech is told who speaks and
         # given the source audio; no other synthesizer is sent (or has to carry) either.
         clones = job.speaker is not None and getattr(runner.stage, "clones_speakers", False) is True
+        # A synthesizer that can change its speaking rate is asked for the rate that fits in
+        # the first call, once this stream has measured how fast its voice speaks: a second
+        # synthesis only when that prediction misses.
+        supports_speed = getattr(runner.stage, "supports_speed", False) is True
+        speed = self._predicted_speed(job, text, aim_seconds, room_carry, spare) if supports_speed else 1.0
         request = SynthesisRequest(
             text=text,
             language=self.config.target_language,
@@ -587,11 +592,13 @@ class Stream:
             fragment_id=fragment.fragment_id,
             speaker=job.speaker if clones else None,
             source_audio=AudioBuffer(fragment.audio, fragment.sample_rate) if clones else None,
+            speed=speed,
         )
         speech = await self._call(job, "synthesis", runner, request, AudioBuffer)
         if speech is None:
             return
-        natural = _speech_seconds(speech)
+        # What the speech lasts at the voice's own rate (measured, or from the rate asked for).
+        natural = _speech_seconds(speech) * speed
         chars = len(text.strip())
         self._rate.observe(chars, natural)
         # Speech that would need more than a comfortable speed-up: a translator that can keep
@@ -600,14 +607,7 @@ class Stream:
         long_text: str | None = None
         budget: LengthBudget | None = None
         room = duration.room_for(natural, aim_seconds, room_carry, spare)
-        if (
-            room > 0
-            and natural / room > duration.policy.comfortable_speed
-            and job.translation.translated
-            and job.translation_request is not None
-            and self._stages.translator is not None
-            and getattr(self._stages.translator.stage, "supports_length_budget", False) is True
-        ):
+        if room > 0 and natural / room > duration.policy.comfortable_speed and self._can_shorten(job):
             rate_now = self._rate.estimate() or chars / natural
             budget = LengthBudget(
                 max_chars=max(1, math.floor(rate_now * room)),
@@ -621,13 +621,12 @@ class Stream:
             if shorter is not None:
                 long_text, (text, speech) = text, shorter
                 request = attrs.evolve(request, text=text)
-                self._rate.observe(len(text.strip()), _speech_seconds(speech))
+                self._rate.observe(len(text.strip()), _speech_seconds(speech) * speed)
         self._prev_spoken = text
-        # A synthesizer that can change its speaking rate is asked once more first: a voice
-        # speaking faster sounds better than a recording stretched.
-        speed = 1.0
-        if getattr(runner.stage, "supports_speed", False) is True:
-            wanted = duration.speed_for(speech, aim_seconds, room_carry, spare)
+        # A synthesizer that can change its speaking rate is asked once more when the speech
+        # still misses: a voice speaking faster sounds better than a recording stretched.
+        if supports_speed:
+            wanted = duration.speed_for(speech, aim_seconds, room_carry, spare, current=speed)
             if wanted is not None:
                 faster = attrs.evolve(request, speed=wanted)
                 again = await self._call(job, "synthesis", runner, faster, AudioBuffer)
@@ -693,6 +692,37 @@ class Stream:
         )
         audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), fitted.audio, "dubbed")
         job.result = self._result(job, fitted.status, audio, duration_variance=fitted.variance, fit=fit_info)
+
+    def _predicted_speed(
+        self, job: _Job, text: str, aim_seconds: float, carry: Carry | None, spare: float
+    ) -> float:
+        """The speaking rate that fits ``text`` into the aim, from this stream's measured rate.
+
+        1.0 (the voice's own rate) until the stream has heard enough of its voice, when the
+        prediction says no change is needed, and when the text would need more than a
+        comfortable speed-up: then the first synthesis, at the voice's own rate, decides
+        whether a translator that honours a length budget is asked for a shorter text.
+        """
+        rate = self._rate.estimate()
+        if rate is None or self._rate.seconds < _PREDICT_AFTER_SECONDS:
+            return 1.0
+        duration = self._stages.duration
+        predicted = len(text.strip()) / rate
+        speed = duration.speed_for(predicted, aim_seconds, carry, spare)
+        if speed is None or (speed > duration.policy.comfortable_speed and self._can_shorten(job)):
+            return 1.0
+        return round(speed, 3)
+
+    def _can_shorten(self, job: _Job) -> bool:
+        """Whether the translator may be asked for a shorter version of this job's text."""
+        translator = self._stages.translator
+        return (
+            job.translation is not None
+            and job.translation.translated
+            and job.translation_request is not None
+            and translator is not None
+            and getattr(translator.stage, "supports_length_budget", False) is True
+        )
 
     async def _shorten(
         self, job: _Job, synthesis: SynthesisRequest, budget: LengthBudget
@@ -862,6 +892,8 @@ class Stream:
 
 #: Shorter source speech than this is no reliable aim for the dubbed speech's length.
 _MIN_SPAN_SECONDS = 0.3
+# Seconds of its voice a stream has measured before it predicts the speaking rate to ask for.
+_PREDICT_AFTER_SECONDS = 1.0
 #: The fragment metadata key a host sets to the seconds of pause it appended after the
 #: fragment's own speech (see docs/duration-matching.md, "Borrowing time").
 TAIL_KEY = "stsdub.tail_seconds"
