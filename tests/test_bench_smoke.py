@@ -50,6 +50,12 @@ def test_bench_e2e_quick_runs_and_reports(tmp_path: Path) -> None:
         assert {"asr", "translation", "synthesis", "duration"} <= set(run), name
     assert "one stream within 5 %" in done.stdout
     assert "| 1 | stsdub |" in done.stdout
+    # The short-sentence workload: three eSpeak sentences, the script and stsdub, one stream.
+    sentences = results["sentences"]["runs"]
+    assert set(sentences) == {"plain x1", "stsdub x1"}
+    for name, (run,) in sentences.items():
+        assert run["failed"] == 0 and run["wer"] < 0.25, (name, run)
+    assert "one stream at most 1.05x the script's time" in done.stdout
     if "--plot" in command:
         assert plot.stat().st_size > 10_000
 
