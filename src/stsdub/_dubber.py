@@ -16,7 +16,7 @@ import anyio.abc
 import anyio.from_thread
 import attrs
 
-from ._device import resolve_device
+from ._device import cpu_cores, resolve_device
 from ._diarization import Diarization, DiarizationRequest
 from ._languages import same_language
 from ._model import AudioBuffer, DubResult, Fragment
@@ -309,7 +309,7 @@ class Dubber:
                 synthesizer=runners["synthesizer"],  # type: ignore[arg-type]
                 duration=self._duration,
                 # rubberband runs as a process per stretch: one per core keeps the CPU busy.
-                duration_limiter=anyio.CapacityLimiter(os.cpu_count() or 2),
+                duration_limiter=anyio.CapacityLimiter(cpu_cores()),
                 diarizer=self.stages.get("diarizer"),
                 diarizer_limiter=self._diarizer_limiter,
             )
