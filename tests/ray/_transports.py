@@ -37,6 +37,8 @@ class FaultyTransport:
         self.mailbox: list[dict[str, Any]] = []
 
     async def call(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if payload.get("describe") is True:  # the client's start-up question: always answered
+            return await self.inner.call(payload, timeout)
         request = payload["request"]
         key = (request["stream_id"], request["sequence_number"])
         attempt = self.attempts.get(key, 0)

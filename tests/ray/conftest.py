@@ -80,6 +80,8 @@ def stage_apps(ray_cluster: None) -> dict[str, str]:
             "-O",
             "batch=true",
             "-O",
+            "length_budget=true",
+            "-O",
             "record=false",
             "--num-replicas",
             "2",

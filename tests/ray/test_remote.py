@@ -250,6 +250,70 @@ async def test_the_stage_s_own_error_keeps_its_code() -> None:
     assert not info.value.retryable
 
 
+class _SpeedTone:
+    """A synthesizer that honours ``speed``: a tone of ``seconds / speed``."""
+
+    supports_speed = True
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.speeds: list[float] = []
+
+    def synthesize(self, request: SynthesisRequest) -> AudioBuffer:
+        self.speeds.append(request.speed)
+        return AudioBuffer(tone(self.seconds / request.speed), RATE)
+
+
+@pytest.mark.anyio
+async def test_a_remote_stage_declares_what_the_stage_behind_it_supports() -> None:
+    synthesizer = RemoteSynthesizer(transport=LocalTransport("synthesizer", _SpeedTone(1.0)))
+    shortening = RemoteTranslator(transport=LocalTransport("translator", FakeTranslator(length_budget=True)))
+    plain = RemoteTranslator(transport=LocalTransport("translator", FakeTranslator()))
+    plain_voice = RemoteSynthesizer(transport=LocalTransport("synthesizer", FakeSynthesizer()))
+    for remote in (synthesizer, shortening, plain, plain_voice):
+        assert getattr(remote, "supports_speed", False) is False
+        assert getattr(remote, "supports_length_budget", False) is False
+        await remote.warmup()
+    assert synthesizer.supports_speed is True  # type: ignore[attr-defined]
+    assert shortening.supports_length_budget is True  # type: ignore[attr-defined]
+    assert getattr(plain, "supports_length_budget", False) is False
+    assert getattr(plain_voice, "supports_speed", False) is False
+    # Asking is not a call of the stage: no request reached it, none is counted.
+    assert synthesizer.stats.calls == 0 and synthesizer.transport.core.stage.speeds == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_the_pipeline_asks_a_remote_synthesizer_for_another_speed() -> None:
+    stage = _SpeedTone(1.3)
+    stages = remote_stages(synthesizer=stage)
+    stages["synthesizer"] = RemoteSynthesizer(transport=LocalTransport("synthesizer", stage))
+    async with dubber(stages) as d:
+        (result,) = [r async for r in d.dub([stsdub.Fragment(0, tone(1.0), RATE)])]
+    assert stage.speeds == [1.0, pytest.approx(1.3, rel=0.01)]  # as in-process: asked again
+    assert result.fit is not None and result.fit.stretch == 1.0
+
+
+@pytest.mark.anyio
+async def test_a_replica_that_cannot_describe_its_stage_leaves_the_capabilities_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stage = _SpeedTone(1.3)
+
+    class OlderReplica(LocalTransport):
+        async def call(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+            if payload.get("describe"):  # an older stsdub takes it for a request without one
+                payload = {key: value for key, value in payload.items() if key != "describe"}
+            return await super().call(payload, timeout)
+
+    stages = remote_stages()
+    stages["synthesizer"] = RemoteSynthesizer(transport=OlderReplica("synthesizer", stage))
+    async with dubber(stages) as d:
+        (result,) = [r async for r in d.dub([stsdub.Fragment(0, tone(1.0), RATE)])]
+    assert "did not say what its stage supports" in caplog.text
+    assert stage.speeds == [1.0]  # never asked for another speed: stretched instead
+    assert result.status is Status.SUCCESS and result.fit is not None and result.fit.stretch > 1.0
+
+
 def test_options_are_checked() -> None:
     with pytest.raises(stsdub.ConfigurationError, match="unknown option"):
         remote_stage("asr", "app", transport=LocalTransport("asr", FakeASR()), model="small")

@@ -54,6 +54,9 @@ def check_streams(results: list[stsdub.DubResult], count: int) -> None:
 async def test_a_dubber_dubs_streams_through_ray_serve(stage_apps: dict[str, str]) -> None:
     async with make_dubber(stage_apps) as d:
         assert isinstance(d.stages["asr"], RemoteASR)
+        # Asked at start, through Serve and @serve.batch: the fake behind it keeps to budgets.
+        assert getattr(d.stages["translator"], "supports_length_budget", False) is True
+        assert getattr(d.stages["synthesizer"], "supports_speed", False) is False
         results = [r async for r in d.dub(interleaved(4))]
     check_streams(results, 4)
     assert all(r.audio.duration == pytest.approx(0.1) for r in results)

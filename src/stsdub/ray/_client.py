@@ -7,6 +7,7 @@ payload``): :class:`~stsdub.ray.ServeTransport` reaches a Ray Serve application,
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -25,7 +26,7 @@ from .._model import (
     TranslationRequest,
 )
 from ..errors import ConfigurationError, ErrorCode, StageError
-from ._replica import ReplicaCore
+from ._replica import CAPABILITIES, ReplicaCore
 from ._wire import WIRE_VERSION, decode_value, encode_value, error_from_answer
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "Transport",
     "remote_stage",
 ]
+
+log = logging.getLogger("stsdub.ray")
 
 #: Seconds one remote call may take before it counts as lost (option ``timeout``). Set it to
 #: about twice the stage's p99 under load, and below ``fragment_timeout`` so that a lost call
@@ -226,6 +229,40 @@ class RemoteStage:
         self.stats.ok += 1
         self.stats.last_ok = time.monotonic()
         return result
+
+    async def warmup(self) -> None:
+        """Ask a replica which capabilities its stage declares, and declare them here.
+
+        A remote synthesizer then ``supports_speed`` when the stage behind it does, and a
+        remote translator ``supports_length_budget``, so the pipeline asks for another
+        speaking rate or a shorter text as it would in-process. A replica that cannot say
+        (an older stsdub, or no answer within ``timeout``) leaves them off, with a warning:
+        the dub goes on, stretching instead.
+        """
+        flags = CAPABILITIES[self.kind]
+        if not flags:
+            return
+        call_id = uuid.uuid4().hex
+        envelope = {"v": WIRE_VERSION, "kind": self.kind, "call_id": call_id, "describe": True}
+        where = f"remote {self.kind} {self.app_name or type(self.transport).__name__}"
+        try:
+            with anyio.fail_after(self.timeout):
+                answer = await self.transport.call(envelope, self.timeout)
+        except Exception as exc:
+            log.warning("%s did not say what its stage supports (%s: %s)", where, type(exc).__name__, exc)
+            return
+        result = answer.get("result") if isinstance(answer, Mapping) else None
+        if (
+            not isinstance(answer, Mapping)
+            or answer.get("call_id") != call_id
+            or not isinstance(result, Mapping)
+        ):
+            error = answer.get("error") if isinstance(answer, Mapping) else answer
+            log.warning("%s did not say what its stage supports: %r", where, error)
+            return
+        for flag in flags:
+            if result.get(flag) is True:
+                setattr(self, flag, True)
 
     async def aclose(self) -> None:
         """Close the transport when it has ``aclose()``; the Ray connection stays up."""

@@ -23,7 +23,7 @@ from ..errors import ConfigurationError, ErrorCode, StageError, StageLoadError, 
 from ..stages import STAGE_KINDS
 from ._wire import WIRE_VERSION, decode_value, encode_value, error_answer
 
-__all__ = ["METHODS", "ReplicaCore", "active_calls"]
+__all__ = ["CAPABILITIES", "METHODS", "ReplicaCore", "active_calls", "is_describe"]
 
 log = logging.getLogger("stsdub.ray")
 
@@ -34,6 +34,21 @@ _REQUESTS: dict[str, type] = {
     "translator": TranslationRequest,
     "synthesizer": SynthesisRequest,
 }
+
+#: The capability flags a stage of each kind may declare, which the pipeline reads (a flag
+#: is on only when the stage sets it to ``True``). A host asks a replica for them with a
+#: describe envelope, so a remote stage declares what the stage behind it does.
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "asr": (),
+    "translator": ("supports_length_budget",),
+    "synthesizer": ("supports_speed",),
+}
+
+
+def is_describe(payload: object) -> bool:
+    """Whether ``payload`` asks for the stage's capabilities instead of carrying a request."""
+    return isinstance(payload, Mapping) and payload.get("describe") is True
+
 
 # Requests being answered in this process; a replica is one process, so this is the
 # replica's load (read by tests through Ray's __ray_call__ to find a busy replica).
@@ -206,6 +221,23 @@ class ReplicaCore:
             )
         return call_id, request
 
+    @property
+    def capabilities(self) -> dict[str, bool]:
+        """The stage's capability flags of :data:`CAPABILITIES` (``True`` only when declared)."""
+        return {flag: getattr(self.stage, flag, False) is True for flag in CAPABILITIES[self.kind]}
+
+    def _describe(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        call_id = payload.get("call_id")
+        call_id = call_id if isinstance(call_id, str) else ""
+        if payload.get("v") != WIRE_VERSION or payload.get("kind") != self.kind:
+            return error_answer(
+                call_id,
+                ErrorCode.INTERNAL_ERROR,
+                f"cannot describe {self.label} to a {payload.get('kind')} client of wire version"
+                f" {payload.get('v')!r} (here {WIRE_VERSION})",
+            )
+        return {"v": WIRE_VERSION, "call_id": call_id, "result": self.capabilities}
+
     @staticmethod
     def _answer(call_id: str, result: Any) -> dict[str, Any]:
         if isinstance(result, BaseException):
@@ -219,6 +251,8 @@ class ReplicaCore:
     async def handle(self, payload: object) -> dict[str, Any]:
         """Answer one envelope with the stage's single method."""
         global _active
+        if is_describe(payload):
+            return self._describe(payload)  # type: ignore[arg-type]
         call_id = payload.get("call_id") if isinstance(payload, Mapping) else None
         try:
             call_id, request = self._open(payload)
@@ -243,6 +277,9 @@ class ReplicaCore:
         answers: list[dict[str, Any] | None] = [None] * len(payloads)
         opened: list[tuple[int, str, Any]] = []
         for i, payload in enumerate(payloads):
+            if is_describe(payload):
+                answers[i] = self._describe(payload)  # type: ignore[arg-type]
+                continue
             call_id = payload.get("call_id") if isinstance(payload, Mapping) else None
             try:
                 opened.append((i, *self._open(payload)))
