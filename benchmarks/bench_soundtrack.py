@@ -1,6 +1,7 @@
 """Soundtrack: how well ducking keeps the music and drops the original voice; what separation costs.
 
     python benchmarks/bench_soundtrack.py [--seconds 30] [--full-seconds 15] [--threads N] [--json OUT]
+        [--fragment-seconds 6] [--skip-separation]
 
 The clip is made here, so every part of it is known: sentences spoken by Piper (the en_US voice
 the test suite uses) at known times over synthesized music (chords of sine partials with soft
@@ -14,6 +15,10 @@ mix, which is linear in the original:
   middle of each gap and over each whole gap (ramps included);
 * original voice under dubbed speech: how far below its own level it is heard, in dB;
 * clicks: the largest gain change from one sample to the next, in dB, against the design bound.
+
+Live ducking: the same clip as a stream of 6-s fragments with ``background="duck"``, each
+fragment ducked as it comes and joined to the one before (``bench_live_ducking``), with the
+same figures.
 
 Separation (``DemucsSeparator``, CPU unless CUDA is there):
 
@@ -90,6 +95,20 @@ def place(clips: list[np.ndarray], starts: list[float], seconds: float, rate: in
     return track, spans
 
 
+def spoken_lines(seconds: float) -> tuple[int, np.ndarray, list, list[float]]:
+    """The clip's voice: LINES spoken by Piper, one every ``seconds / 4`` from 1 s on.
+
+    Returns the rate, the voice track, each line's (start, end) and the start times.
+    """
+    from tests.speech import speak
+
+    spoken = [speak(text) for text in LINES]
+    rate = spoken[0][1]
+    starts = [1.0 + i * seconds / len(LINES) for i in range(len(LINES))]
+    voice, lines = place([0.9 * s for s, _ in spoken], starts, seconds, rate)
+    return rate, voice, lines, starts
+
+
 def bench_ducking(seconds: float) -> dict[str, Any]:
     from tests.speech import speak
 
@@ -105,12 +124,8 @@ def bench_ducking(seconds: float) -> dict[str, Any]:
         steepest_step_db,
     )
 
-    spoken = [speak(text) for text in LINES]
-    rate = spoken[0][1]
-    voices = [0.9 * s for s, _ in spoken]
+    rate, voice, lines, starts = spoken_lines(seconds)
     dubs = [0.9 * speak(text)[0] for text in DUB]
-    starts = [1.0 + i * seconds / len(LINES) for i in range(len(LINES))]
-    voice, lines = place(voices, starts, seconds, rate)
     dub, _ = place(dubs, [s + 0.3 for s in starts], seconds, rate)
     bed = music(seconds, rate)
     original = np.clip(bed + voice, -1, 1)
@@ -166,6 +181,110 @@ def bench_ducking(seconds: float) -> dict[str, Any]:
         "max_sample_jump_ducked_music": jump_out,
         "max_sample_jump_music": jump_in,
         "seconds_per_minute": elapsed * 60 / seconds,
+    }
+
+
+def bench_live_ducking(seconds: float, fragment_seconds: float) -> dict[str, Any]:
+    """The same clip as a live stream: ``open_stream(background="duck")``, fragment by fragment.
+
+    The ASR reports the known speech spans of each fragment and the synthesizer is the fake's
+    quiet tone, so what is measured is the stream's mixing: each fragment ducked on its own,
+    its gain joined to the previous fragment's. The stream runs twice, over the music with
+    the voice and over the music alone; the mix is linear in the original, so their
+    difference is the original voice as heard and the second minus the dub is the music.
+    """
+    import anyio
+
+    import stsdub
+    from stsdub._media._duck import (
+        DEFAULT_ATTACK,
+        DEFAULT_DEPTH_DB,
+        DEFAULT_RELEASE,
+        speech_spans,
+        steepest_step_db,
+    )
+    from stsdub.testing import FakeSynthesizer
+
+    rate, voice, lines, _starts = spoken_lines(seconds)
+    bed = music(seconds, rate)
+    size = round(fragment_seconds * rate)
+
+    class KnownSpeech:
+        """Hears a line wherever the clip has one (times within the fragment)."""
+
+        def transcribe(self, request: stsdub.ASRRequest) -> stsdub.Transcript:
+            offset = request.sequence_number * fragment_seconds
+            inside = [
+                (max(a - offset, 0.0), min(b - offset, fragment_seconds))
+                for a, b in lines
+                if b > offset and a < offset + fragment_seconds
+            ]
+            if not inside:
+                return stsdub.Transcript("", "en")
+            segments = tuple(stsdub.Segment(a, b, "line") for a, b in inside)
+            return stsdub.Transcript("line", "en", segments=segments)
+
+    async def stream(original: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        dubber = stsdub.Dubber(
+            asr=KnownSpeech(),
+            translator=None,
+            synthesizer=FakeSynthesizer(sample_rate=rate),
+            source_language="en",
+            target_language="en",
+        )
+        chunks = [original[i : i + size] for i in range(0, original.size, size)]
+        async with dubber:
+            started = time.perf_counter()
+            results = [
+                r
+                async for r in dubber.dub(
+                    (stsdub.Fragment(i, c, rate) for i, c in enumerate(chunks)), background="duck"
+                )
+            ]
+            elapsed = time.perf_counter() - started
+        mixed = np.concatenate([r.mixed.samples for r in results])  # type: ignore[union-attr]
+        dub = np.concatenate([r.audio.samples for r in results])
+        return mixed, dub, elapsed
+
+    full, dub, elapsed = anyio.run(stream, np.clip(bed + voice, -1, 1))
+    only_music, _, _ = anyio.run(stream, bed)
+    heard_voice, heard_music = full - only_music, only_music - dub
+
+    def at(t: float) -> int:
+        return round(t * rate)
+
+    # Under the dubbed speech (the fake speaks where each line was): the voice's drop.
+    drops = [_db(voice[at(a) : at(b)]) - _db(heard_voice[at(a) : at(b)]) for a, b in lines]
+    # Between lines: where neither the original nor the dub speaks (a fragment's dub covers
+    # its source speech from the first segment to the last, gaps inside it included).
+    gaps, covered = [], 0.0
+    for a, b in sorted(lines + speech_spans(dub, rate)):
+        if a - covered > 1.0:
+            gaps.append((covered, a))
+        covered = max(covered, b)
+    if seconds - covered > 1.0:
+        gaps.append((covered, seconds))
+    inner = [
+        abs(
+            _db(heard_music[at(a + DEFAULT_RELEASE) : at(b - DEFAULT_ATTACK)])
+            - _db(bed[at(a + DEFAULT_RELEASE) : at(b - DEFAULT_ATTACK)])
+        )
+        for a, b in gaps
+    ]
+    boundaries = [k * fragment_seconds for k in range(1, int(seconds // fragment_seconds) + 1)]
+    crossing = sum(1 for t in boundaries for a, b in lines if a < t < b)
+    return {
+        "fragment_seconds": fragment_seconds,
+        "fragments": int(np.ceil(seconds / fragment_seconds)),
+        "lines_across_a_boundary": crossing,
+        "gaps": len(gaps),
+        "music_gap_middle_max_deviation_db": max(inner),
+        "original_voice_drop_under_dub_min_db": min(drops),
+        "original_voice_drop_under_dub_median_db": float(np.median(drops)),
+        "max_sample_jump_ducked_music": float(np.max(np.abs(np.diff(heard_music)))),
+        "max_sample_jump_music": float(np.max(np.abs(np.diff(bed)))),
+        "design_bound_db_per_sample": steepest_step_db(DEFAULT_DEPTH_DB, DEFAULT_ATTACK, rate),
+        "stream_seconds_per_minute": elapsed * 60 / seconds,
     }
 
 
@@ -230,6 +349,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the clip")
     parser.add_argument("--full-seconds", type=float, default=15.0, help="audio timed on the full-size model")
+    parser.add_argument("--fragment-seconds", type=float, default=6.0, help="fragments of the live stream")
     parser.add_argument("--model", help="a real Demucs model (name cached here, or a path) to measure SDR")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--skip-separation", action="store_true")
@@ -237,9 +357,11 @@ def main() -> None:
     args = parser.parse_args()
 
     figures: dict[str, Any] = {"ducking": bench_ducking(args.seconds)}
-    print("ducking:")
-    for key, value in figures["ducking"].items():
-        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    figures["live_ducking"] = bench_live_ducking(args.seconds, args.fragment_seconds)
+    for part in ("ducking", "live_ducking"):
+        print(f"{part.replace('_', ' ')}:")
+        for key, value in figures[part].items():
+            print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     if not args.skip_separation:
         import torch
 

@@ -67,8 +67,11 @@ _OVERRIDABLE = frozenset(
         "overflow",
         "output_sample_rate",
         "on_backpressure",
+        "background",
     }
 )
+# What a stream's results may carry as ``mixed`` (None: nothing, the dub alone).
+_BACKGROUNDS = ("duck", "separate")
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -208,6 +211,8 @@ class Dubber:
             overflow=overflow,
             output_sample_rate=output_sample_rate,
             on_backpressure=on_backpressure,
+            # A stream's own option only (open_stream / dub): files choose theirs in dub_file.
+            background=None,
         )
         self._max_fragment_seconds = _positive_float("max_fragment_seconds", max_fragment_seconds)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -247,6 +252,10 @@ class Dubber:
         if settings["output_sample_rate"] is not None:
             _positive_int("output_sample_rate", settings["output_sample_rate"])
         settings["voices"] = _voices(settings["voices"])
+        if settings["background"] is not None and settings["background"] not in _BACKGROUNDS:
+            raise ConfigurationError(
+                f"background must be one of {_BACKGROUNDS} or None, got {settings['background']!r}"
+            )
         callback = settings["on_backpressure"]
         if callback is not None and not callable(callback):
             raise ConfigurationError("on_backpressure must be callable")
@@ -267,6 +276,11 @@ class Dubber:
             raise ConfigurationError(
                 "no target_language: pass it to Dubber(...) or to the stream (it may equal the"
                 " source language to re-voice without translating)"
+            )
+        if self._stages is not None and settings["background"] == "separate" and self.separator is None:
+            raise ConfigurationError(
+                f"stream {stream_id!r} asks for background='separate', and this Dubber has no"
+                " separator: pass separator='demucs' (or use background='duck')"
             )
         if self._stages is not None and self._stages.translator is None and not same_language(source, target):
             raise ConfigurationError(
@@ -312,6 +326,7 @@ class Dubber:
                 duration_limiter=anyio.CapacityLimiter(cpu_cores()),
                 diarizer=self.stages.get("diarizer"),
                 diarizer_limiter=self._diarizer_limiter,
+                separate=self.separate if self.stages.get("separator") is not None else None,
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)  # runs first on exit: stop every stream
@@ -505,7 +520,9 @@ class Dubber:
 
         Keyword overrides: ``source_language``, ``target_language``, ``voice``, ``voices``,
         ``max_inflight``, ``fragment_timeout``, ``fallback``, ``overflow``,
-        ``output_sample_rate``, ``on_backpressure``.
+        ``output_sample_rate``, ``on_backpressure``, and ``background``: ``"duck"`` or
+        ``"separate"`` makes every result carry ``mixed``, the fragment's soundtrack with the
+        dub over it (see :attr:`DubResult.mixed <stsdub.DubResult.mixed>`); default ``None``.
         """
         stream = await self._start_stream(stream_id, overrides)
         try:
@@ -538,7 +555,9 @@ class Dubber:
 
         Fragments with different ``stream_id`` values go to separate streams (each with its
         own order, context and ``max_inflight``); ``None`` means the stream ``"default"``.
-        Use ``async with dubber.dub(...) as results:`` to stop early deterministically.
+        Keyword overrides are those of :meth:`open_stream` (``background="duck"`` included),
+        for every stream of the call. Use ``async with dubber.dub(...) as results:`` to stop
+        early deterministically.
         """
         self._require_open()
         return DubIterator(self, fragments, overrides)

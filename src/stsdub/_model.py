@@ -460,7 +460,8 @@ class AudioAsset:
     """The audio a result carries, with lineage.
 
     ``kind`` says honestly what it is: ``"dubbed"`` speech, ``"silence"`` (no speech in the
-    fragment, or the silence fallback), or ``"original"`` (the original-audio fallback).
+    fragment, or the silence fallback), ``"original"`` (the original-audio fallback), or
+    ``"mixed"`` (:attr:`DubResult.mixed`: the dub over the fragment's soundtrack).
     """
 
     asset_id: str
@@ -549,6 +550,10 @@ class DubResult:
     #: The voice the dub was spoken with (the speaker's, else the stream's); ``None`` when no
     #: speech was synthesized or no voice was named.
     voice: str | None = None
+    #: The fragment's soundtrack with the dub over it, when the stream asked for it
+    #: (``background="duck"`` or ``"separate"``); ``audio`` stays the dub alone. ``None``
+    #: otherwise, and for fragments refused at admission.
+    mixed: AudioAsset | None = None
 
     @property
     def ok(self) -> bool:
@@ -558,7 +563,7 @@ class DubResult:
     @property
     def assets(self) -> tuple[TranscriptAsset | TranslationAsset | AudioAsset, ...]:
         """Every asset of the result, in lineage order."""
-        found = (self.transcript, self.translation, self.audio)
+        found = (self.transcript, self.translation, self.audio, self.mixed)
         return tuple(a for a in found if a is not None)
 
     def __repr__(self) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from stsdub.server import ServerSettings
 
-from .conftest import RATE, TOKEN, fakes, fragment, serve
+from .conftest import RATE, TOKEN, fakes, fragment, init_payload, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -199,3 +199,30 @@ async def test_disconnect_closes_the_clients_streams() -> None:
         await second.emit("fragment:data", fragment("shared-id", 0))
         (result,) = await second.wait_count("fragment:processed", 1, "shared-id")
         assert result["status"] == "success"
+
+
+async def test_a_stream_can_ask_for_its_soundtrack_under_the_dub() -> None:
+    async with serve() as running:
+        client = await running.client()
+        await client.open_stream("live-mix", background="duck")
+        await client.open_stream("live-plain")
+        for stream_id in ("live-mix", "live-plain"):
+            await client.emit("fragment:data", fragment(stream_id, 0))
+        (mixed,) = await client.wait_count("fragment:processed", 1, "live-mix")
+        (plain,) = await client.wait_count("fragment:processed", 1, "live-plain")
+        assert "mixed_audio" not in plain  # results stay small when not asked for
+        audio, mix = mixed["dubbed_audio"], mixed["mixed_audio"]
+        assert mix["kind"] == "mixed" and audio["kind"] == "dubbed"
+        assert {k: mix[k] for k in ("format", "sample_rate_hz", "channels", "duration_ms")} == {
+            k: audio[k] for k in ("format", "sample_rate_hz", "channels", "duration_ms")
+        }
+        assert mix["data_base64"] != audio["data_base64"]  # the original is under the dub
+
+        # No separator in this service: asking to separate is refused, clearly.
+        await client.emit("stream:init", init_payload("live-sep", background="separate"))
+        await client.wait_for(lambda: client.of("error", "live-sep"))
+        (error,) = client.of("error", "live-sep")
+        assert error["code"] == "INVALID_CONFIG" and "separator" in error["message"]
+        await client.emit("stream:init", init_payload("live-bad", background="music"))
+        await client.wait_for(lambda: client.of("error", "live-bad"))
+        assert client.of("error", "live-bad")[0]["code"] == "INVALID_CONFIG"

@@ -16,7 +16,7 @@ import inspect
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -27,6 +27,7 @@ import numpy as np
 from .. import _audio, _speakers
 from .._diarization import DEFAULT_MATCH_THRESHOLD, SpeakerTracker
 from .._languages import same_language
+from .._media._duck import DEFAULT_ATTACK, duck_gain, mix_background, speech_spans
 from .._model import (
     ASRRequest,
     AudioAsset,
@@ -55,6 +56,8 @@ from ._duration import trim_silence
 from ._runner import wrap_exception
 
 if TYPE_CHECKING:
+    from .._audio import FloatArray
+    from .._separation import Separation
     from ._duration import Carry, DurationMatcher, Fitted
     from ._runner import StageRunner
 
@@ -83,6 +86,8 @@ class StreamConfig:
     on_backpressure: BackpressureCallback | None
     #: ``{speaker: voice}`` the user chose; other speakers get voices cast by pitch.
     voices: Mapping[str, str] | None = None
+    #: The soundtrack each result carries as ``mixed``: ``"duck"``, ``"separate"`` or ``None``.
+    background: str | None = None
 
 
 @attrs.frozen
@@ -97,6 +102,9 @@ class Stages:
     #: The Dubber's diarizer: a live fragment without a speaker is labelled by its ``embed``.
     diarizer: object | None = None
     diarizer_limiter: anyio.CapacityLimiter | None = None
+    #: The Dubber's ``separate`` (its separator, queued by the stage's concurrency), for
+    #: streams with ``background="separate"``; ``None`` without a separator.
+    separate: Callable[..., Awaitable[Separation]] | None = None
 
 
 class Ticket:
@@ -123,6 +131,7 @@ class _Job:
         "error",
         "fragment",
         "result",
+        "separation",
         "speaker",
         "ticket",
         "timings",
@@ -140,6 +149,8 @@ class _Job:
         self.deadline = math.inf
         self.timings: dict[str, float] = {}
         self.warnings: list[str] = []
+        #: Voice and background of the fragment (streams with ``background="separate"``).
+        self.separation: Separation | None = None
         self.transcript: TranscriptAsset | None = None
         self.translation: TranslationAsset | None = None
         #: The request the translation came from (asked again, with a budget, to shorten it).
@@ -201,6 +212,8 @@ class Stream:
         self._prev_spoken: str | None = None
         # Dubbed speech of the last fragment that runs past its end (see _duration.py).
         self._carry: Carry | None = None
+        # The soundtrack's gain where the last mixed fragment ended (background="duck").
+        self._duck_gain = 1.0
         # How fast this stream's voice speaks, for length budgets (see _SpeakingRate).
         self._rate = _SpeakingRate()
         # The speakers heard so far, and the voice each was given: stable for the stream.
@@ -351,6 +364,8 @@ class Stream:
 
     def _finish(self, job: _Job) -> None:
         result = job.result or self._failed(job)
+        if self.config.background is not None:
+            result = attrs.evolve(result, mixed=self._mix(job, result))
         job.ticket.resolve(result)
         self._in_pipeline -= 1
         self._slots.release()
@@ -429,13 +444,32 @@ class Stream:
         f0 = None if known else _speakers.median_f0(fragment.audio, fragment.sample_rate)
         return self._cast.voice_for(job.speaker, f0)
 
+    async def _separate(self, job: _Job) -> None:
+        """Split the fragment into voice and background (``background="separate"``).
+
+        A failure is not the fragment's: the ASR hears the fragment as it is, and the mix
+        ducks the original instead, with a warning.
+        """
+        separate = self._stages.separate
+        if self.config.background != "separate" or separate is None:
+            return
+        started = anyio.current_time()
+        try:
+            with anyio.fail_after(max(job.deadline - started, 0.0)):
+                job.separation = await separate(job.fragment.buffer, stream_id=self.stream_id)
+        except Exception as exc:
+            job.warnings.append(f"separation failed ({type(exc).__name__}: {exc}); the original is ducked")
+        job.timings["separation"] = 1000 * (anyio.current_time() - started)
+
     async def _transcribe(self, job: _Job) -> None:
         await self._identify(job)
+        await self._separate(job)
         # A fragment that brings its transcript (reviewed, or from subtitles) skips the ASR.
         transcript = job.fragment.transcript
         if transcript is None:
             request = ASRRequest(
-                audio=job.fragment.buffer,
+                # With the background separated, the ASR hears the voice alone.
+                audio=job.separation.voice if job.separation is not None else job.fragment.buffer,
                 language=self.config.source_language,
                 previous_transcript=self._prev_transcript,
                 stream_id=self.stream_id,
@@ -854,6 +888,42 @@ class Stream:
             **kwargs,
         )
 
+    def _mix(self, job: _Job, result: DubResult) -> AudioAsset:
+        """The fragment's soundtrack with the result's dub over it (``DubResult.mixed``).
+
+        ``"separate"``: the separated background at its own level under the dub. ``"duck"``
+        (and where separation failed): the original, lowered wherever the source's speech
+        was (its segments; the whole fragment when the ASR could not say) or the dub speaks; the gain
+        joins the previous fragment's without a jump (see :func:`_join_gain`).
+        """
+        fragment = job.fragment
+        audio = result.audio
+        rate, size = audio.sample_rate, audio.samples.size
+        # Fallback audio is not a dub: the soundtrack alone, ducked where the speech was.
+        dub = audio.samples if audio.kind == "dubbed" else np.zeros(size, np.float32)
+        separation = job.separation
+        if separation is not None:
+            background = separation.background
+            under = _audio.resample(background.samples, background.sample_rate, rate)
+            mixed = mix_background(dub, _audio.fit_length(under, size))
+            self._duck_gain = 1.0
+        else:
+            original = _audio.fit_length(_audio.resample(fragment.audio, fragment.sample_rate, rate), size)
+            transcript = job.transcript.transcript if job.transcript is not None else None
+            if transcript is not None and transcript.segments:
+                speech = [(seg.start, seg.end) for seg in transcript.segments]
+            elif transcript is not None and not transcript.text.strip():
+                speech = []  # the ASR heard nobody
+            else:
+                speech = [(0.0, size / rate)]  # unknown: the original voice may be anywhere
+            gain = duck_gain(size, rate, [*speech, *speech_spans(dub, rate)])
+            gain = _join_gain(gain, self._duck_gain, rate)
+            self._duck_gain = float(gain[-1]) if gain.size else self._duck_gain
+            mixed = np.clip(dub + original * gain, -1.0, 1.0).astype(np.float32)
+        return AudioAsset(
+            job.asset_id("mixed"), (audio.asset_id, job.fragment_asset_id), AudioBuffer(mixed, rate), "mixed"
+        )
+
     def _silence(self, fragment: Fragment) -> AudioBuffer:
         rate = self._output_rate(fragment)
         return AudioBuffer(np.zeros(self._target_samples(fragment, rate), dtype=np.float32), rate)
@@ -888,6 +958,25 @@ class Stream:
             "pipeline",
         )
         return self._failed(job)
+
+
+def _join_gain(gain: FloatArray, previous: float, sample_rate: int) -> FloatArray:
+    """``gain`` starting from ``previous`` (the last gain of the fragment before), without a jump.
+
+    Each live fragment's ducking is computed on its own; where the gain it wants at its
+    start differs from where the previous fragment left it, the two are joined over the
+    attack time by a raised cosine in dB (a fall or a rise of at most 20 dB in 80 ms, as
+    within a file).
+    """
+    if gain.size == 0 or math.isclose(float(gain[0]), previous, rel_tol=1e-4):
+        return gain
+    n = min(gain.size, max(1, round(DEFAULT_ATTACK * sample_rate)))
+    own = 20 * np.log10(np.maximum(gain[:n].astype(np.float64), 1e-6))
+    start = 20 * math.log10(max(previous, 1e-6))
+    weight = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n, dtype=np.float64) + 0.5) / n)
+    joined: FloatArray = gain.copy()
+    joined[:n] = (10 ** ((start + (own - start) * weight) / 20)).astype(np.float32)
+    return joined
 
 
 #: Shorter source speech than this is no reliable aim for the dubbed speech's length.

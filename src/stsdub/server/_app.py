@@ -573,6 +573,8 @@ class DubbingService:
                 overrides["voice"] = init.voice
             if init.fallback is not None:
                 overrides["fallback"] = init.fallback
+            if init.background is not None:
+                overrides["background"] = init.background
             pressure = _Pressure(max_inflight, self.levels, self.settings.critical_threshold(max_inflight))
             session = _Session(self, connection, init, overrides, pressure)
             # Reserved before the first await, so that a second init of the id is refused.

@@ -220,6 +220,7 @@ class StreamInit:
     max_inflight: int | None
     timeout_ms: int | None
     fallback: str | None
+    background: str | None = None
 
     @classmethod
     def parse(cls, payload: object) -> StreamInit:
@@ -259,7 +260,15 @@ class StreamInit:
                 ProtocolErrorCode.INVALID_CONFIG,
                 f"{where}: fallback must be 'silence' or 'original', got {fallback[:20]!r}",
             )
-        return cls(stream_id, worker_id, source, target, voice, audio, max_inflight, timeout_ms, fallback)
+        background = _optional(config, "background", str, where)
+        if background is not None and background not in ("duck", "separate"):
+            raise ProtocolError(
+                ProtocolErrorCode.INVALID_CONFIG,
+                f"{where}: background must be 'duck' or 'separate', got {background[:20]!r}",
+            )
+        return cls(
+            stream_id, worker_id, source, target, voice, audio, max_inflight, timeout_ms, fallback, background
+        )
 
 
 @attrs.frozen
@@ -399,8 +408,17 @@ def audio_payload(
 
 
 def processed_payload(result: DubResult, *, channels: int, processing_time_ms: float) -> dict[str, Any]:
-    """The ``fragment:processed`` payload of one result."""
+    """The ``fragment:processed`` payload of one result (``mixed_audio`` only when asked for)."""
     audio = result.audio
+    extra: dict[str, Any] = {}
+    if result.mixed is not None:
+        mixed = result.mixed
+        extra["mixed_audio"] = {
+            **audio_payload(
+                mixed.samples, mixed.sample_rate, channels, mixed.audio.to_base64(channels=channels)
+            ),
+            "kind": mixed.kind,
+        }
     return {
         "fragment_id": result.fragment_id,
         "stream_id": result.stream_id,
@@ -422,6 +440,7 @@ def processed_payload(result: DubResult, *, channels: int, processing_time_ms: f
         "error": None if result.error is None else result.error.to_dict(),
         "timestamp": result.timestamp_ms,
         "metadata": dict(result.metadata),
+        **extra,
     }
 
 
