@@ -73,6 +73,21 @@ def test_translator_flag_and_variable(
     assert settings_from_args(_parse(*flags), environ).translator == expected
 
 
+def test_separator_and_diarizer_flags_and_variables() -> None:
+    plain = settings_from_args(_parse(), {})
+    assert plain.separator is None and plain.diarizer is None  # none unless asked for
+    environ = {
+        "STSDUB_SEPARATOR": "demucs",
+        "STSDUB_DIARIZER": "resemblyzer",
+        "STSDUB_DIARIZER_OPTIONS": '{"a": 1}',
+    }
+    settings = settings_from_args(_parse("-O", "separator.model=htdemucs_ft"), environ)
+    assert (settings.separator, settings.diarizer) == ("demucs", "resemblyzer")
+    assert settings.separator_options == {"model": "htdemucs_ft"} and settings.diarizer_options == {"a": 1}
+    off = settings_from_args(_parse("--separator", "none", "--diarizer", "none"), environ)
+    assert off.separator is None and off.diarizer is None
+
+
 def test_env_file_variables_for_the_stages_reach_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

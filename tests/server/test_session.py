@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 
 import anyio
+import numpy as np
 import pytest
 
 from stsdub.server import ServerSettings
+from stsdub.testing import FakeDiarizer, FakeSeparator, FakeSynthesizer
 
 from .conftest import RATE, TOKEN, fakes, fragment, init_payload, serve
 
@@ -226,3 +228,30 @@ async def test_a_stream_can_ask_for_its_soundtrack_under_the_dub() -> None:
         await client.emit("stream:init", init_payload("live-bad", background="music"))
         await client.wait_for(lambda: client.of("error", "live-bad"))
         assert client.of("error", "live-bad")[0]["code"] == "INVALID_CONFIG"
+
+
+def _voiced_base64(f0: float, seconds: float = 0.8) -> str:
+    """A buzz with fundamental ``f0``: a voice the fake diarizer tells from another pitch."""
+    t = np.arange(round(seconds * RATE)) / RATE
+    buzz = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))
+    samples = (0.3 * buzz / np.max(np.abs(buzz)) * 32767).astype("<i2")
+    return base64.b64encode(samples.tobytes()).decode()
+
+
+async def test_a_service_with_a_separator_and_a_diarizer() -> None:
+    stages = fakes()
+    stages["synthesizer"] = FakeSynthesizer(mode="async", concurrency=64, voice_pools=(("low",), ("high",)))
+    separator = FakeSeparator()
+    async with serve(**stages, separator=separator, diarizer=FakeDiarizer()) as running:
+        client = await running.client()
+        await client.open_stream("panel", background="separate", target_language="en")
+        for seq, f0 in enumerate([110.0, 230.0, 112.0]):
+            await client.emit(
+                "fragment:data", fragment("panel", seq, seconds=0.8, data_base64=_voiced_base64(f0))
+            )
+        processed = await client.wait_count("fragment:processed", 3, "panel")
+    assert [p["speaker"] for p in processed] == ["S1", "S2", "S1"]
+    assert [p["voice"] for p in processed] == ["low", "high", "low"]
+    assert separator.calls == 3
+    assert all(p["mixed_audio"]["kind"] == "mixed" for p in processed)
+    assert all("separation_ms" in p["stage_timings"] for p in processed)

@@ -21,7 +21,7 @@ import attrs
 
 from .._options import add_stage_option_argument
 from ..errors import StsdubError
-from ._settings import ENV_VARIABLES, ServerSettings, parse_translator, read_env_file
+from ._settings import ENV_VARIABLES, ServerSettings, parse_optional_stage, parse_translator, read_env_file
 
 __all__ = ["add_serve_command", "run_serve", "settings_from_args"]
 
@@ -70,6 +70,17 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     pipe.add_argument(
         "--synthesizer", default=None, help="synthesizer name (STSDUB_SYNTHESIZER; default piper)"
     )
+    pipe.add_argument(
+        "--separator",
+        default=None,
+        help="separator for streams asking for background 'separate', or 'none' (STSDUB_SEPARATOR;"
+        " default none)",
+    )
+    pipe.add_argument(
+        "--diarizer",
+        default=None,
+        help="diarizer: a voice per speaker in each stream, or 'none' (STSDUB_DIARIZER; default none)",
+    )
     pipe.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (STSDUB_DEVICE)")
     pipe.add_argument("--from", dest="source", default=None, help="default source language (default: detect)")
     pipe.add_argument("--to", dest="target", default=None, help="default target language of streams")
@@ -113,6 +124,9 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     changes.update({k: v for k, v in direct.items() if v is not None})
     if args.translator is not None:
         changes["translator"] = parse_translator(args.translator)
+    for kind in ("separator", "diarizer"):
+        if getattr(args, kind) is not None:
+            changes[kind] = parse_optional_stage(getattr(args, kind))
     if args.cors_origin:
         changes["cors_origins"] = tuple(args.cors_origin)
     if args.artifacts is not None:
@@ -126,9 +140,10 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
         if not token:
             raise StsdubError(f"{args.auth_token_file} is empty")
         changes["auth_token"] = token
-    options = {k: dict(getattr(settings, f"{k}_options")) for k in ("asr", "translator", "synthesizer")}
+    kinds = ("asr", "translator", "synthesizer", "separator", "diarizer")
+    options = {k: dict(getattr(settings, f"{k}_options")) for k in kinds}
     for kind, name, value in args.option:
-        if kind not in options:  # a separator works on whole files, which the service never sees
+        if kind not in options:
             raise StsdubError(f"-O {kind}.{name}: the service has no {kind} stage")
         options[kind][name] = value
     if args.option:

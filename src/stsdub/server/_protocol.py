@@ -440,6 +440,8 @@ def processed_payload(result: DubResult, *, channels: int, processing_time_ms: f
         "error": None if result.error is None else result.error.to_dict(),
         "timestamp": result.timestamp_ms,
         "metadata": dict(result.metadata),
+        "speaker": result.speaker,
+        "voice": result.voice,
         **extra,
     }
 

@@ -21,7 +21,7 @@ import attrs
 from .._defaults import AUTO, default_translator
 from ..errors import ConfigurationError
 
-__all__ = ["ENV_VARIABLES", "ServerSettings", "parse_translator", "read_env_file"]
+__all__ = ["ENV_VARIABLES", "ServerSettings", "parse_optional_stage", "parse_translator", "read_env_file"]
 
 #: Sample rates a client may declare for its audio.
 ALLOWED_SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -43,6 +43,11 @@ _OPTIONAL_TEXT = {
     "target_language": ("STSDUB_TARGET_LANGUAGE",),
     "voice": ("STSDUB_VOICE",),
     "auth_token": ("STSDUB_AUTH_TOKEN",),
+}
+# Stages the service may do without: a name, or "none".
+_OPTIONAL_STAGES = {
+    "separator": ("STSDUB_SEPARATOR",),
+    "diarizer": ("STSDUB_DIARIZER",),
 }
 _TRANSLATOR = ("STSDUB_TRANSLATOR", "TRANSLATION_PROVIDER")
 _INT = {
@@ -73,7 +78,8 @@ _BOOL = {
 }
 _CORS = ("STSDUB_CORS_ORIGINS",)
 _OPTIONS = {
-    f"{kind}_options": (f"STSDUB_{kind.upper()}_OPTIONS",) for kind in ("asr", "translator", "synthesizer")
+    f"{kind}_options": (f"STSDUB_{kind.upper()}_OPTIONS",)
+    for kind in ("asr", "translator", "synthesizer", "separator", "diarizer")
 }
 # The reference's model-size knob, mapped onto the ASR stage's "model" option.
 _MODEL_SIZE = ("ASR_MODEL_SIZE",)
@@ -81,7 +87,7 @@ _MODEL_SIZE = ("ASR_MODEL_SIZE",)
 #: Every environment variable :meth:`ServerSettings.from_env` reads.
 ENV_VARIABLES = frozenset(
     name
-    for table in (_TEXT, _OPTIONAL_TEXT, _INT, _FLOAT, _BOOL, _OPTIONS)
+    for table in (_TEXT, _OPTIONAL_TEXT, _OPTIONAL_STAGES, _INT, _FLOAT, _BOOL, _OPTIONS)
     for names in table.values()
     for name in names
 ) | frozenset((*_TRANSLATOR, *_TIMEOUT_MS, *_CORS, *_MODEL_SIZE))
@@ -171,6 +177,14 @@ class ServerSettings:
     asr_options: Mapping[str, Any] = attrs.field(factory=dict)
     translator_options: Mapping[str, Any] = attrs.field(factory=dict)
     synthesizer_options: Mapping[str, Any] = attrs.field(factory=dict)
+    #: A separator name, for streams that ask for ``background: "separate"``; ``None``: none
+    #: (such streams are refused, ``"duck"`` needs nothing).
+    separator: str | None = None
+    separator_options: Mapping[str, Any] = attrs.field(factory=dict)
+    #: A diarizer name: each fragment is labelled with its speaker, who keeps a voice of their
+    #: own for the whole stream; ``None``: one voice for everybody.
+    diarizer: str | None = None
+    diarizer_options: Mapping[str, Any] = attrs.field(factory=dict)
     device: str = "auto"
     source_language: str | None = None
     #: Default target language of streams whose ``stream:init`` names none.
@@ -255,6 +269,10 @@ class ServerSettings:
         found = get(*_TRANSLATOR)
         if found:
             values["translator"] = parse_translator(found[1])
+        for key, names in _OPTIONAL_STAGES.items():
+            found = get(*names)
+            if found:
+                values[key] = parse_optional_stage(found[1])
         for key, names in _INT.items():
             found = get(*names)
             if found:
@@ -295,6 +313,12 @@ def parse_translator(text: str) -> str | None:
     if value.lower() == AUTO:
         return AUTO
     return value
+
+
+def parse_optional_stage(text: str) -> str | None:
+    """A separator or diarizer setting as typed: a stage name, or ``"none"`` for none."""
+    value = text.strip()
+    return None if value.lower() == "none" else value
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
