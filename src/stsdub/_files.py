@@ -302,6 +302,25 @@ async def adub_file(
             await segment()
         assert audio16k is not None
         if run_project is not None:
+            if dubber.diarizer is not None and speech and run_project.needs_speakers():
+                report("diarize")
+                diarization = await dubber.diarize(
+                    AudioBuffer(audio16k, ANALYSIS_RATE), stream_id=input_path.name
+                )
+                rate = heard.sample_rate
+                if run_project.may_cut():
+                    speech, labels = _split_at_turns(speech, diarization, rate)
+                else:  # the segments are the user's (their cues, or a project): labelled, not cut
+                    labels = [
+                        diarization.speaker_between(p.start / rate, p.end / rate)
+                        or _nearest(diarization, p.start / rate)
+                        for p in speech
+                    ]
+                cast = await anyio.to_thread.run_sync(
+                    _cast_voices, dubber, overrides, speech, labels, audio16k, rate
+                )
+                run_project.set_speakers(speech, labels, cast, rate)
+                t = mark("diarize", t)
             return await run_project.run(dubber, speech, heard, audio16k, out_rate, report)
         # Who speaks each speech piece, when the Dubber has a diarizer; each gets a voice.
         speakers: list[str | None] = []

@@ -126,7 +126,7 @@ class ProjectSegment:
     end: float
     transcript: str | None = None
     translation: str | None = None
-    #: Speaker label, when known (no diarizer runs in file dubbing yet: ``None``).
+    #: Speaker label (``"S1"``), when the Dubber has a diarizer (or the user wrote one).
     speaker: str | None = None
     #: Voice of this segment; ``None``: the Dubber's (or the stream's) voice.
     voice: str | None = None
@@ -677,6 +677,40 @@ class ProjectRun:
         ]
         return speech, audio16k
 
+    def needs_speakers(self) -> bool:
+        """Whether the segments are still to be labelled with speakers (none has one yet)."""
+        return not any(s.speaker for s in self.segments)
+
+    def may_cut(self) -> bool:
+        """Whether speaker changes may cut segments: only those of a new project's own cut."""
+        return (
+            self.resumed is None
+            and self.transcript_cues is None
+            and all(s.transcript is None for s in self.segments)
+        )
+
+    def set_speakers(
+        self, speech: list[Piece], speakers: Sequence[str | None], voices: Mapping[str, str], rate: int
+    ) -> None:
+        """Label the segments with their speakers and those speakers' voices.
+
+        ``speech`` is the segments' pieces, cut at speaker changes where :meth:`may_cut`
+        allowed it (the segments are then made again from them); a voice the user set on a
+        segment is kept.
+        """
+        if len(speech) != len(self.segments):
+            self.segments = [
+                ProjectSegment(n, _ms(p.start / rate), _ms(p.end / rate)) for n, p in enumerate(speech)
+            ]
+        self.segments = [
+            attrs.evolve(
+                s,
+                speaker=speaker,
+                voice=s.voice if s.voice is not None else (voices.get(speaker) if speaker else None),
+            )
+            for s, speaker in zip(self.segments, speakers, strict=True)
+        ]
+
     @staticmethod
     def _piece(start: float, end: float, rate: int, source: SourceAudio) -> Piece:
         a = min(source.samples.size, max(0, round(start * rate)))
@@ -906,12 +940,16 @@ class ProjectRun:
         for s in todo:
             groups.setdefault(s.voice, []).append(s)
         for voice, group in groups.items():
-            voice_override = {"voice": voice} if voice is not None else {}
+            voice_override: dict[str, Any] = {"voice": voice} if voice is not None else {}
             if "voice" in self.overrides and voice is None:
                 voice_override = {"voice": self.overrides["voice"]}
+            if voice is not None and any(s.speaker for s in group):
+                # The segment's voice is its speaker's here, whatever the stream would cast.
+                chosen = dict(overrides.get("voices") or {})
+                voice_override["voices"] = {**chosen, **{s.speaker: voice for s in group if s.speaker}}
             fragments = [self._fragment(s, speech[s.index], rate, audio16k, language) for s in group]
             async with dubber.dub(
-                fragments, output_sample_rate=out_rate, **overrides, **voice_override
+                fragments, output_sample_rate=out_rate, **{**overrides, **voice_override}
             ) as stream:
                 async for result in stream:
                     index = result.sequence_number
@@ -938,6 +976,7 @@ class ProjectRun:
             metadata={"start": piece.start / rate, "end": piece.end / rate, "segment": s.index},
             transcript=transcript,
             translation=s.translation if s.translation is not None else None,
+            speaker=s.speaker,
         )
 
     async def _finished(self, dubber: Dubber, s: ProjectSegment, result: DubResult) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from stsdub import Dubber, Status
 from stsdub._files import dub_file
+from stsdub._media._subtitles import Cue, to_srt
 from stsdub.testing import FakeASR, FakeDiarizer, FakeSynthesizer, FakeTranslator
 from tests.media.media import write_recording
 from tests.speakers import conversation
@@ -77,3 +78,33 @@ def test_without_a_diarizer_nothing_changes(two_speakers, tmp_path: Path) -> Non
     assert {(r.speaker, r.voice) for r in dubbed.results} == {(None, "v")}
     assert "[S" not in (tmp_path / "o.de.srt").read_text()
     assert np.abs(dubbed.audio.samples).max() > 0
+
+
+def test_a_project_keeps_each_speaker_and_their_voice_across_a_resume(two_speakers, tmp_path: Path) -> None:
+    path, turns = two_speakers
+    fake = FakeDiarizer(turns=turns)
+    dubber = _dubber(fake)
+    stopped = dub_file(dubber, path, tmp_path / "chat.de.wav", stop_after="translate")
+    project = stopped.project
+    assert project is not None and len(fake.requests) == 1
+    # Cut at the speaker change inside one speech piece, as without a project; each segment
+    # says who speaks and with which voice, and the user may change either.
+    assert [s.speaker for s in project.segments] == ["S1", "S2", "S1", "S2", "S1", "S2"]
+    assert {s.speaker: s.voice for s in project.segments} == {"S1": "low-a", "S2": "high-a"}
+    dubbed = dubber.dub_file(resume=project.with_voice(4, "low-b"))
+    assert len(fake.requests) == 1  # the speakers are the project's now: not diarized again
+    assert [r.speaker for r in dubbed.results] == ["S1", "S2", "S1", "S2", "S1", "S2"]
+    assert [r.voice for r in dubbed.results] == ["low-a", "high-a", "low-a", "high-a", "low-b", "high-a"]
+    srt = (tmp_path / "chat.de.de.srt").read_text()
+    assert srt.count("[S1] ") == 3 and srt.count("[S2] ") == 3
+
+
+def test_a_project_from_the_user_s_cues_is_labelled_not_cut(two_speakers, tmp_path: Path) -> None:
+    path, turns = two_speakers
+    cues = tmp_path / "chat.srt"
+    cues.write_text(to_srt(Cue(a, b, f"line {n}") for n, (a, b, _) in enumerate(turns)))
+    dubber = _dubber(FakeDiarizer(turns=turns))
+    stopped = dub_file(dubber, path, tmp_path / "chat.de.wav", transcript_srt=cues, stop_after="translate")
+    assert stopped.project is not None
+    assert [s.transcript for s in stopped.project.segments] == [f"line {n}" for n in range(len(turns))]
+    assert [s.speaker for s in stopped.project.segments] == [speaker for *_, speaker in turns]
