@@ -375,6 +375,25 @@ async def test_pipeline_asks_for_the_predicted_speed_once_it_has_heard_the_voice
 
 
 @pytest.mark.anyio
+async def test_a_new_stream_predicts_from_what_the_dubber_s_other_streams_heard() -> None:
+    synthesizer = SpeedTone(1.3)
+    async with stsdub.Dubber(
+        FakeASR(), None, synthesizer, source_language="en", target_language="en", fragment_timeout=20.0
+    ) as dubber:
+        first = [r async for r in dubber.dub([stsdub.Fragment(0, tone(1.0, 16_000), 16_000)])]
+        assert synthesizer.speeds == [1.0, pytest.approx(1.3, rel=0.01)]
+        # Another stream, the same voice: its first fragment is said at the right speed at once.
+        async with dubber.open_stream("later") as stream:
+            await stream.send(stsdub.Fragment(0, tone(1.0, 16_000), 16_000))
+            await stream.end()
+            later = [r async for r in stream]
+        # Another voice has not been heard: said at its own rate first, as a new stream.
+        other = [r async for r in dubber.dub([stsdub.Fragment(0, tone(1.0, 16_000), 16_000)], voice="b")]
+    assert synthesizer.speeds[2:] == [pytest.approx(1.3, rel=0.01), 1.0, pytest.approx(1.3, rel=0.01)]
+    assert all(r[0].status is Status.SUCCESS for r in (first, later, other))
+
+
+@pytest.mark.anyio
 async def test_a_missed_prediction_is_asked_again_from_the_speed_it_was_said_at() -> None:
     # A voice that speaks this fragment's text more slowly than the stream has measured:
     # the predicted speed is not enough, and the second call corrects from it.

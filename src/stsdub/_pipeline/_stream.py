@@ -105,6 +105,9 @@ class Stages:
     #: The Dubber's ``separate`` (its separator, queued by the stage's concurrency), for
     #: streams with ``background="separate"``; ``None`` without a separator.
     separate: Callable[..., Awaitable[Separation]] | None = None
+    #: How fast each voice speaks (``(voice, language)`` → rate), learned by every stream of
+    #: the Dubber: a new stream predicts its first fragment's speaking rate from it.
+    voice_rates: dict[tuple[str | None, str], _SpeakingRate] = attrs.field(factory=dict)
 
 
 class Ticket:
@@ -634,7 +637,7 @@ class Stream:
         # What the speech lasts at the voice's own rate (measured, or from the rate asked for).
         natural = _speech_seconds(speech) * speed
         chars = len(text.strip())
-        self._rate.observe(chars, natural)
+        self._observe_rate(job, chars, natural)
         # Speech that would need more than a comfortable speed-up: a translator that can keep
         # to a length budget is asked once for a shorter text, which sounds better than any
         # speed-up or stretch.
@@ -655,7 +658,7 @@ class Stream:
             if shorter is not None:
                 long_text, (text, speech) = text, shorter
                 request = attrs.evolve(request, text=text)
-                self._rate.observe(len(text.strip()), _speech_seconds(speech) * speed)
+                self._observe_rate(job, len(text.strip()), _speech_seconds(speech) * speed)
         self._prev_spoken = text
         # A synthesizer that can change its speaking rate is asked once more when the speech
         # still misses: a voice speaking faster sounds better than a recording stretched.
@@ -732,13 +735,18 @@ class Stream:
     ) -> float:
         """The speaking rate that fits ``text`` into the aim, from this stream's measured rate.
 
-        1.0 (the voice's own rate) until the stream has heard enough of its voice, when the
+        1.0 (the voice's own rate) until the stream (or, for its first fragments, another
+        stream of the Dubber) has heard enough of its voice, when the
         prediction says no change is needed, and when the text would need more than a
         comfortable speed-up: then the first synthesis, at the voice's own rate, decides
         whether a translator that honours a length budget is asked for a shorter text.
         """
-        rate = self._rate.estimate()
-        if rate is None or self._rate.seconds < _PREDICT_AFTER_SECONDS:
+        measured = self._rate
+        if measured.seconds < _PREDICT_AFTER_SECONDS:
+            # A new stream: what the Dubber's other streams measured of this voice, if any.
+            measured = self._stages.voice_rates.get(self._voice_key(job)) or measured
+        rate = measured.estimate()
+        if rate is None or measured.seconds < _PREDICT_AFTER_SECONDS:
             return 1.0
         duration = self._stages.duration
         predicted = len(text.strip()) / rate
@@ -746,6 +754,15 @@ class Stream:
         if speed is None or (speed > duration.policy.comfortable_speed and self._can_shorten(job)):
             return 1.0
         return round(speed, 3)
+
+    def _voice_key(self, job: _Job) -> tuple[str | None, str]:
+        return job.voice, self.config.target_language
+
+    def _observe_rate(self, job: _Job, chars: int, seconds: float) -> None:
+        """Learn the voice's speaking rate, for this stream and for the Dubber's later ones."""
+        self._rate.observe(chars, seconds)
+        shared = self._stages.voice_rates.setdefault(self._voice_key(job), _SpeakingRate())
+        shared.observe(chars, seconds)
 
     def _can_shorten(self, job: _Job) -> bool:
         """Whether the translator may be asked for a shorter version of this job's text."""
