@@ -55,7 +55,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -276,14 +276,19 @@ def plain_backlog(loop: PlainLoop, streams: list[list[np.ndarray]]) -> dict[str,
                 records.append(timings)
                 texts[index, seq] = text
 
+    wall = each_stream(len(streams), run)
+    return {"wall": wall, "records": records, "texts": texts, "failed": 0, "resynthesized": 0}
+
+
+def each_stream(count: int, run: Callable[[int], None]) -> float:
+    """``run(index)`` for every stream, a thread each (none for one stream); the wall time."""
     started = time.perf_counter()
-    if len(streams) == 1:
+    if count == 1:
         run(0)
     else:
-        with ThreadPoolExecutor(len(streams)) as pool:
-            list(pool.map(run, range(len(streams))))
-    wall = time.perf_counter() - started
-    return {"wall": wall, "records": records, "texts": texts, "failed": 0, "resynthesized": 0}
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(run, range(count)))
+    return time.perf_counter() - started
 
 
 def plain_live(loop: PlainLoop, streams: list[list[np.ndarray]], interval: float) -> dict[str, Any]:
@@ -699,13 +704,7 @@ def script_run(loop: ScriptLoop, streams: list[list[np.ndarray]]) -> dict[str, A
         for seq, audio in enumerate(streams[index]):
             texts[index, seq] = loop.dub(audio)
 
-    started = time.perf_counter()
-    if len(streams) == 1:
-        run(0)
-    else:
-        with ThreadPoolExecutor(len(streams)) as pool:
-            list(pool.map(run, range(len(streams))))
-    return {"wall": time.perf_counter() - started, "texts": texts, "records": []}
+    return {"wall": each_stream(len(streams), run), "texts": texts, "records": []}
 
 
 def run_sentences(args: argparse.Namespace) -> dict[str, Any]:

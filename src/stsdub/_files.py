@@ -301,23 +301,13 @@ async def adub_file(
             t = mark("separate", t)
             await segment()
         assert audio16k is not None
+        rate = heard.sample_rate
         if run_project is not None:
             if dubber.diarizer is not None and speech and run_project.needs_speakers():
                 report("diarize")
-                diarization = await dubber.diarize(
-                    AudioBuffer(audio16k, ANALYSIS_RATE), stream_id=input_path.name
-                )
-                rate = heard.sample_rate
-                if run_project.may_cut():
-                    speech, labels = _split_at_turns(speech, diarization, rate)
-                else:  # the segments are the user's (their cues, or a project): labelled, not cut
-                    labels = [
-                        diarization.speaker_between(p.start / rate, p.end / rate)
-                        or _nearest(diarization, p.start / rate)
-                        for p in speech
-                    ]
-                cast = await anyio.to_thread.run_sync(
-                    _cast_voices, dubber, overrides, speech, labels, audio16k, rate
+                # A project's segments the user brought (cues, an older project) are labelled, not cut.
+                speech, labels, cast = await _who_speaks(
+                    dubber, overrides, speech, audio16k, rate, input_path.name, cut=run_project.may_cut()
                 )
                 run_project.set_speakers(speech, labels, cast, rate)
                 t = mark("diarize", t)
@@ -327,12 +317,8 @@ async def adub_file(
         voices = overrides
         if dubber.diarizer is not None and speech:
             report("diarize")
-            diarization = await dubber.diarize(
-                AudioBuffer(audio16k, ANALYSIS_RATE), stream_id=input_path.name
-            )
-            speech, speakers = _split_at_turns(speech, diarization, heard.sample_rate)
-            cast = await anyio.to_thread.run_sync(
-                _cast_voices, dubber, overrides, speech, speakers, audio16k, heard.sample_rate
+            speech, speakers, cast = await _who_speaks(
+                dubber, overrides, speech, audio16k, rate, input_path.name, cut=True
             )
             voices = {**overrides, "voices": cast}
             t = mark("diarize", t)
@@ -512,6 +498,30 @@ def _nearest(diarization: Diarization, seconds: float) -> str | None:
     if not diarization.turns:
         return None
     return min(diarization.turns, key=lambda t: max(t[0] - seconds, seconds - t[1], 0.0))[2]
+
+
+async def _who_speaks(
+    dubber: Dubber,
+    overrides: Mapping[str, Any],
+    speech: list[Piece],
+    audio16k: FloatArray,
+    rate: int,
+    name: str,
+    *,
+    cut: bool,
+) -> tuple[list[Piece], list[str | None], dict[str, str]]:
+    """Diarize the file once: the speech pieces (cut at speaker changes when ``cut``), the
+    speaker of each, and each speaker's voice."""
+    diarization = await dubber.diarize(AudioBuffer(audio16k, ANALYSIS_RATE), stream_id=name)
+    if cut:
+        speech, speakers = _split_at_turns(speech, diarization, rate)
+    else:
+        speakers = [
+            diarization.speaker_between(p.start / rate, p.end / rate) or _nearest(diarization, p.start / rate)
+            for p in speech
+        ]
+    cast = await anyio.to_thread.run_sync(_cast_voices, dubber, overrides, speech, speakers, audio16k, rate)
+    return speech, speakers, cast
 
 
 def _cast_voices(
