@@ -21,13 +21,14 @@ each). The two ways must agree on every sentence; the count of those that differ
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+import common
 
 from stsdub import TranslationRequest
 from stsdub._builtin.apertium import ApertiumTranslator
@@ -116,7 +117,7 @@ def main() -> None:
     if program is None:
         raise SystemExit("Apertium is not installed: apt-get install apertium apertium-eng-spa")
     version = subprocess.run([program, "-V"], capture_output=True, text=True, check=True).stdout.strip()
-    print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}; {version}")
+    print(f"# {common.machine()}; {version}")
 
     cold = ApertiumTranslator(concurrency=1)
     first = timed(

@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from tests.speech import SENTENCES, speak, wer
 
 import stsdub
@@ -136,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"faster-whisper {getattr(asr, 'compute_type', '?')} on {asr.device},"  # type: ignore[attr-defined]
         f" cpu_threads={args.cpu_threads}, beam={args.beam_size};"
-        f" {platform.processor() or platform.machine()},"
+        f" {common.machine()},"
         f" {os.cpu_count()} cores; {len(fragments)} fragments x {args.seconds:g} s = {audio_s:.0f} s audio"
     )
     print(f"{'mode':<22} {'per call':>8} {'total s':>8} {'ms/frag':>8} {'RTF':>6} {'WER':>6}")

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import platform
-import sys
 import tempfile
 import time
 import warnings
@@ -34,15 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
+import common  # noqa: E402  (first: puts the checkout on sys.path)
 from tests.media.media import write_recording  # noqa: E402
 from tests.speakers import LINES, conversation, diarization_error_rate  # noqa: E402
 
 from stsdub import AudioBuffer, DiarizationRequest, Dubber, Fragment  # noqa: E402
 from stsdub._builtin.resemblyzer import ResemblyzerDiarizer  # noqa: E402
-from stsdub._files import dub_file  # noqa: E402
+from stsdub._recordings._files import dub_file  # noqa: E402
 from stsdub.testing import FakeASR, FakeTranslator  # noqa: E402
 
 MORE_LINES = (
@@ -149,7 +147,7 @@ def main() -> int:
             live.append(_share_right([r.speaker for r in results], [lab for _, _, lab in truth]))
 
     report = {
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "machine": common.machine(),
         "device": args.device,
         "conversations": len(talks),
         "audio_seconds": round(audio_seconds, 1),

@@ -55,104 +55,36 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import anyio
 import numpy as np
+from common import (
+    FRAGMENT_SECONDS as SECONDS,
+)
+from common import (
+    MEMORY,
+    RATE,
+    ROOT,
+    SHORT_SENTENCES,
+    espeak_fragments,
+    make_fragments,
+    percentile,
+)
+from tests.speech import wer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import stsdub
+from stsdub._core._device import cpu_cores, threads_per_call
 
-from tests.speech import SENTENCES, speak, wer  # noqa: E402
-
-import stsdub  # noqa: E402
-from stsdub._device import cpu_cores, threads_per_call  # noqa: E402
-
-RATE = 16_000
-SECONDS = 6.0
-PAUSE = 0.3
 # Different fragments made; streams take consecutive runs of them from different starts.
 FRAGMENTS = 24
 # The duration policy's defaults, which the plain loop applies by hand.
 MIN_STRETCH, MAX_STRETCH, STRETCH_TOLERANCE = 0.85, 1.3, 0.02
 SILENCE_LEVEL = 10 ** (-50 / 20)
 TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-
-
-# -- source speech --------------------------------------------------------------------------
-
-
-def make_fragments(count: int) -> tuple[list[np.ndarray], list[str]]:
-    """``count`` consecutive 6-s fragments at 16 kHz: whole sentences as many as fit, then silence.
-
-    The sentences are taken in turn, one that does not fit waiting for the next fragment, so
-    consecutive fragments go on with the text (never repeating the one before, which Whisper,
-    prompted with it, would take for already said) and each is mostly speech.
-    """
-    import soxr
-
-    pause = np.zeros(int(PAUSE * RATE), np.float32)
-    queue = [SENTENCES[k % len(SENTENCES)] for k in range(3 * count + len(SENTENCES))]
-    fragments, references = [], []
-    for _ in range(count):
-        parts: list[np.ndarray] = []
-        said: list[str] = []
-        length = 0
-        for text in list(queue[:4]):
-            audio, rate = speak(text)
-            speech = soxr.resample(audio, rate, RATE).astype(np.float32)
-            if length + speech.size <= SECONDS * RATE:
-                parts += [speech, pause]
-                said.append(text)
-                length += speech.size + pause.size
-                queue.remove(text)
-        samples = np.zeros(int(SECONDS * RATE), np.float32)
-        joined = np.concatenate(parts)[: samples.size]
-        samples[: joined.size] = np.clip(joined, -1.0, 1.0)
-        samples.setflags(write=False)
-        fragments.append(samples)
-        references.append(" ".join(said))
-    return fragments, references
-
-
-# -- measuring ------------------------------------------------------------------------------
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-class Memory:
-    """Resident set now and its high-water mark since the last reset (Linux /proc)."""
-
-    @staticmethod
-    def _status(field: str) -> float:
-        try:
-            with open("/proc/self/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        return int(line.split()[1]) / 1024  # kB → MiB
-        except OSError:
-            pass
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def rss(self) -> float:
-        return self._status("VmRSS")
-
-    def peak(self) -> float:
-        return self._status("VmHWM")
-
-    def reset_peak(self) -> None:
-        with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-
-
-MEMORY = Memory()
 
 
 # -- the plain loop -------------------------------------------------------------------------
@@ -423,10 +355,10 @@ def summarize(run: dict[str, Any], fragments: int) -> dict[str, Any]:
     for stage in ("queued", "asr", "translation", "synthesis", "duration", "total"):
         values = [r[stage] for r in run.get("records", []) if stage in r]
         if values:
-            out[stage] = {"p50": pct(values, 50), "p95": pct(values, 95)}
+            out[stage] = {"p50": percentile(values, 50), "p95": percentile(values, 95)}
     if run.get("latencies"):
         lat = run["latencies"]
-        out["latency"] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "max": max(lat)}
+        out["latency"] = {"p50": percentile(lat, 50), "p95": percentile(lat, 95), "max": max(lat)}
     return out
 
 
@@ -626,40 +558,6 @@ def _print_live_row(n: int, entry: dict[str, Any]) -> None:
 
 # -- the short-sentence workload ------------------------------------------------------------
 
-#: Ten everyday sentences, 3-4 s each when eSpeak NG says them.
-SHORT_SENTENCES = (
-    "The weather will stay warm and sunny for the rest of the week.",
-    "Please remember to close the windows before you leave the house.",
-    "Our train to the city was delayed by almost twenty minutes today.",
-    "She has been working at the hospital for more than ten years.",
-    "We should buy some fresh bread and milk on the way home tonight.",
-    "The children played football in the park until it got dark.",
-    "He forgot his keys at the office and had to go back for them.",
-    "The new library opens next Monday with a small concert outside.",
-    "I would like to book a table for four people at eight o'clock.",
-    "They painted the kitchen yellow and bought a new wooden table.",
-)
-
-
-def espeak_fragments(count: int) -> list[np.ndarray]:
-    """The first ``count`` sentences spoken by eSpeak NG (en-us), at 16 kHz, one per fragment."""
-    import shutil
-    import subprocess
-
-    import soundfile
-    import soxr
-
-    if shutil.which("espeak-ng") is None:
-        raise SystemExit("the sentence workload needs espeak-ng (apt-get install espeak-ng)")
-    fragments = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k, text in enumerate(SHORT_SENTENCES[:count]):
-            path = Path(tmp) / f"{k}.wav"
-            subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), text], check=True)
-            audio, rate = soundfile.read(path, dtype="float32")
-            fragments.append(soxr.resample(audio, rate, RATE).astype(np.float32))
-    return fragments
-
 
 class ScriptLoop:
     """The libraries as a short script calls them: their own defaults, one step after another.
@@ -755,7 +653,7 @@ def run_sentences(args: argparse.Namespace) -> dict[str, Any]:
                         for stage in ("asr", "synthesis", "duration"):
                             values = [rec[stage] for rec in r["records"] if stage in rec]
                             if values:
-                                row[stage] = pct(values, 50)
+                                row[stage] = percentile(values, 50)
                         out["runs"].setdefault(name, []).append(row)
                     print(
                         f"  plain x{n} {plain['wall']:.2f} s, stsdub x{n} {run['wall']:.2f} s",
@@ -855,7 +753,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         cells = []
         for name in names:
             values = [r[stage] for r in records[name] if stage in r]
-            cells.append(f"{pct(values, 50):.0f} / {pct(values, 95):.0f}" if values else "–")
+            cells.append(f"{percentile(values, 50):.0f} / {percentile(values, 95):.0f}" if values else "–")
         if any(c != "–" for c in cells):
             add(f"| {stage} | " + " | ".join(cells) + " |")
     add("")

@@ -19,7 +19,6 @@ fragments at once (the library serializes every call; the program could run in p
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,11 +26,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import common
 import numpy as np
 
 from stsdub import AudioBuffer, SynthesisRequest
-from stsdub._audio import pcm16_to_float
 from stsdub._builtin.espeak import DEFAULT_RATE, ESpeakSynthesizer
+from stsdub._core._audio import pcm16_to_float
 
 #: Sentences of 15-18 words: 4.5-6 s of speech at eSpeak's default rate.
 SENTENCES_ES = (
@@ -115,7 +115,7 @@ def main() -> None:
     version = subprocess.run(
         [program, "--version"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}; {version}")
+    print(f"# {common.machine()}; {version}")
 
     started = time.perf_counter()
     stage = ESpeakSynthesizer()

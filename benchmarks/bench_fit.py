@@ -27,28 +27,23 @@ seconds borrowed, and for the LLM the chat requests per fragment.
 from __future__ import annotations
 
 import argparse
-import platform
 import re
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
+import common
 import numpy as np
+from bench_apertium import SENTENCES
+from tests.stages.openai_server import openai_server
 
 import stsdub
 from stsdub import DurationPolicy, TranslationRequest
 from stsdub._builtin.apertium import ApertiumTranslator
 from stsdub._builtin.espeak import ESpeakSynthesizer
 from stsdub._pipeline._duration import trim_silence
-from stsdub._pipeline._stream import TAIL_KEY
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_apertium import SENTENCES
-from tests.stages.openai_server import openai_server
+from stsdub._pipeline._job import TAIL_KEY
 
 RATE = 16_000
 PAUSE = 0.4
@@ -159,7 +154,7 @@ def main() -> None:
 
     print(
         f"{len(texts)} English sentences → Spanish (Apertium's translations {growth - 1:+.0%} characters),"
-        f" eSpeak NG voices, pause {PAUSE} s; {platform.machine()}, Python {platform.python_version()},"
+        f" eSpeak NG voices, pause {PAUSE} s; {common.machine()},"
         f" {elapsed:.0f} s"
     )
     print(

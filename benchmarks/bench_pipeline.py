@@ -16,7 +16,6 @@ and how busy the pipeline keeps its busiest stage.
 from __future__ import annotations
 
 import argparse
-import platform
 import random
 import statistics
 import time
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import common
 import numpy as np
 
 import stsdub
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--fragments", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(f"# {common.machine()}")
     print(
         f"| stages | streams | fragments/s (median of {args.repeat}) | µs per fragment | µs per stage call |"
     )

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import statistics
 import time
 from typing import Any
 
 import anyio
+import common
 import numpy as np
 
 import stsdub
@@ -110,7 +110,7 @@ def main() -> None:
     else:
         ray.init(address=args.address, log_to_driver=False)
     ray.serve.start(proxy_location="Disabled")
-    out: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    out: dict[str, Any] = {"machine": common.machine()}
     try:
         fake = FakeASR(record=False)
 

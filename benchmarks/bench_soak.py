@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import sys
 import time
 import tracemalloc
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import common
 import numpy as np
 
 import stsdub
@@ -312,7 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> str:
     lines = [
-        f"# {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        f"# {common.machine()}",
         f"# {r['fragments']:,} fragments of {r['fragment_seconds']:g} s sent (of {r['planned_fragments']:,}"
         " planned: the streams left half-way send the rest of theirs no more),"
         f" {r['streams']:,} streams"

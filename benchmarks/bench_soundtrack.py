@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +43,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for the test suite's speech helper and tiny model
 
 LINES = [
     "Good evening, and welcome to the final of the season.",
@@ -112,7 +110,7 @@ def spoken_lines(seconds: float) -> tuple[int, np.ndarray, list, list[float]]:
 def bench_ducking(seconds: float) -> dict[str, Any]:
     from tests.speech import speak
 
-    from stsdub import _audio
+    from stsdub._core import _audio
     from stsdub._media._duck import (
         DEFAULT_ATTACK,
         DEFAULT_DEPTH_DB,

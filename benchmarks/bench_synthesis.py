@@ -16,21 +16,19 @@ stretching (padding only).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from stsdub import AudioBuffer, SynthesisRequest, _audio
-from stsdub._builtin.piper import PiperSynthesizer
-from stsdub._pipeline._duration import DurationMatcher, find_rubberband, time_stretch, trim_silence
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
 from tests.speech import SENTENCES
+
+from stsdub import AudioBuffer, SynthesisRequest
+from stsdub._builtin.piper import PiperSynthesizer
+from stsdub._core import _audio
+from stsdub._pipeline._duration import DurationMatcher, find_rubberband, time_stretch, trim_silence
 
 LONG_TEXT = (
     "We will meet at the station tomorrow morning, and then we will take the train to the city"
@@ -117,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(f"# {common.machine()}")
     piper = bench_piper(args.repeat)
     bench_duration(piper, args.repeat)
     piper.close()

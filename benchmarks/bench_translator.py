@@ -21,17 +21,12 @@ are fakes with no latency, so only translation is measured. Prints one row per s
 from __future__ import annotations
 
 import argparse
-import platform
 import random
-import sys
 import time
-from pathlib import Path
 
 import anyio
+import common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from tests.stages.deepl_server import DeepLServer, deepl_server
 
 import stsdub
@@ -126,7 +121,7 @@ def main() -> None:
         f"# deepl translator vs loopback DeepL server, {args.latency * 1000:.0f} ms per request,"
         f" concurrency {args.concurrency}, {args.fragments} fragments/stream"
     )
-    print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(f"# {common.machine()}")
     print("| streams | pattern | context | req/frag | texts/req | p50 ms | p95 ms | wall s |")
     print("|---:|---|---|---:|---:|---:|---:|---:|")
     with deepl_server(latency=args.latency) as server:

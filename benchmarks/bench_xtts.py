@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for the test suite's tiny model and speech helper
 
 TEXT = "Hello, and welcome to the game."
 REFERENCE = "The weather is nice today. Please open the window. Thank you very much for your help."

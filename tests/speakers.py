@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from stsdub import SynthesisRequest
-from stsdub._audio import resample
+from stsdub._core._audio import resample
 
 #: The two speakers: eSpeak NG's English voice as a male (``+m3``) and a female (``+f4``).
 VOICES = ("en+m3", "en+f4")

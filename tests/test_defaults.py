@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from stsdub._cli import main
-from stsdub._defaults import apertium_translates, default_synthesizer, default_translator
+from stsdub._plugins._defaults import apertium_translates, default_synthesizer, default_translator
 from stsdub.server import ServerSettings
 
 needs_apertium = pytest.mark.skipif(

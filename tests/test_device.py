@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from stsdub._device import cpu_cores, resolve_device, threads_per_call
+from stsdub._core._device import cpu_cores, resolve_device, threads_per_call
 from stsdub.errors import ConfigurationError
 
 
@@ -30,7 +30,7 @@ def test_cpu_cores_are_those_this_process_may_use() -> None:
 def test_threads_per_call_share_half_the_cores(
     monkeypatch: pytest.MonkeyPatch, cores: int, concurrency: int, threads: int
 ) -> None:
-    monkeypatch.setattr("stsdub._device.cpu_cores", lambda: cores)
+    monkeypatch.setattr("stsdub._core._device.cpu_cores", lambda: cores)
     assert threads_per_call(concurrency) == threads
     # Busy threads of the stage never exceed its half of the cores (beyond one each).
     assert concurrency * threads <= max(cores // 2, concurrency)

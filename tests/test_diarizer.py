@@ -12,9 +12,9 @@ import pytest
 import stsdub
 from stsdub import AudioBuffer, Diarization, DiarizationRequest, ErrorCode, StageError
 from stsdub._cli import _voice_map
-from stsdub._diarization import SpeakerTracker, merge_turns, relabel
-from stsdub._options import parse_stage_option
-from stsdub._speakers import PITCH_SPLIT_HZ, VoiceCast, median_f0
+from stsdub._plugins._options import parse_stage_option
+from stsdub._speakers._casting import PITCH_SPLIT_HZ, VoiceCast, median_f0
+from stsdub._speakers._tracking import SpeakerTracker, merge_turns, relabel
 from stsdub.stages import STAGE_KINDS, Diarizer
 from stsdub.testing import (
     ConformanceError,

@@ -10,8 +10,8 @@ import pytest
 
 import stsdub
 from stsdub import DurationPolicy, Status
-from stsdub._pipeline._stream import TAIL_KEY
-from stsdub._timing import fit_summary, write_timing_report
+from stsdub._pipeline._job import TAIL_KEY
+from stsdub._recordings._report import fit_summary, write_timing_report
 from stsdub.testing import FakeASR, FakeTranslator
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import stsdub
-from stsdub._audio import MAX_SAMPLE_RATE
+from stsdub._core._audio import MAX_SAMPLE_RATE
 
 from .strategies import (
     ANY_AUDIO,

@@ -11,7 +11,7 @@ import pytest
 
 import stsdub
 from stsdub import AudioBuffer, ErrorCode, Separation, SeparationRequest, StageError
-from stsdub._options import parse_stage_option
+from stsdub._plugins._options import parse_stage_option
 from stsdub.stages import STAGE_KINDS, Separator
 from stsdub.testing import (
     ConformanceError,

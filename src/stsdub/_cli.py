@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._defaults import (
+from ._core._languages import same_language
+from ._core._values import Status
+from ._models._cli import add_models_parser, run_models
+from ._plugins._defaults import (
     AUTO,
     DEEPL_KEY_ENV,
     check_translator,
@@ -19,12 +22,9 @@ from ._defaults import (
     default_translator,
     translator_setup_hint,
 )
-from ._languages import same_language
-from ._model import Status
-from ._models_cli import add_models_parser, run_models
-from ._options import add_stage_option_argument
-from ._plugins import StageRegistry, get_plugin_manager
-from ._timing import RUSHED_TEMPO, fit_summary, write_timing_report
+from ._plugins._options import add_stage_option_argument
+from ._plugins._registry import StageRegistry, get_plugin_manager
+from ._recordings._report import RUSHED_TEMPO, fit_summary, write_timing_report
 from .errors import ConfigurationError, ProjectError, StsdubError
 from .ray._cli import add_ray_parser, run_ray
 from .server._cli import add_serve_command, run_serve
@@ -330,8 +330,8 @@ def _cmd_dub(args: argparse.Namespace) -> int:
     )
 
     from ._dubber import Dubber
-    from ._files import FileProgress, adub_file
     from ._media import Segmentation
+    from ._recordings._files import FileProgress, adub_file
 
     options: dict[str, dict[str, Any]] = {
         "asr": {},
@@ -484,7 +484,7 @@ def _cmd_dub(args: argparse.Namespace) -> int:
 
 def _from_project(args: argparse.Namespace, options: dict[str, dict[str, Any]]) -> None:
     """Fill in what --resume leaves out from the project: languages, stages, their options."""
-    from ._project import DubProject
+    from ._recordings._project import DubProject
 
     project = DubProject.load(args.resume)
     if args.target is not None and not same_language(args.target, project.target_language):
@@ -568,7 +568,7 @@ def _run_batch(
     """Dub many files with the models loaded once; one line per file and a summary."""
     import anyio
 
-    from ._files import DubbedFile, adub_file
+    from ._recordings._files import DubbedFile, adub_file
 
     outcomes: list[tuple[Path | None, DubbedFile | StsdubError]] = []
 

@@ -16,20 +16,22 @@ import anyio.abc
 import anyio.from_thread
 import attrs
 
-from ._device import cpu_cores, resolve_device
-from ._diarization import Diarization, DiarizationRequest
-from ._languages import same_language
-from ._model import AudioBuffer, DubResult, Fragment
+from ._core._device import cpu_cores, resolve_device
+from ._core._diarization import Diarization, DiarizationRequest
+from ._core._languages import same_language
+from ._core._separation import Separation, SeparationRequest
+from ._core._values import AudioBuffer, DubResult, Fragment
 from ._pipeline._backpressure import BackpressureCallback, BackpressureLevels
 from ._pipeline._duration import DurationMatcher, DurationPolicy
+from ._pipeline._job import Stages, StreamConfig, Ticket
 from ._pipeline._runner import StageRunner
-from ._pipeline._stream import Stages, Stream, StreamConfig, Ticket
-from ._plugins import StageRegistry
-from ._separation import Separation, SeparationRequest
+from ._pipeline._stream import Stream
+from ._plugins._registry import StageRegistry
+from ._speakers._casting import voice_map
 from .errors import ConfigurationError, ErrorCode, StageError, StageLoadError, StsdubError
 
 if TYPE_CHECKING:
-    from ._files import DubbedFile
+    from ._recordings._files import DubbedFile
 
 __all__ = ["Dubber"]
 
@@ -83,16 +85,6 @@ def _positive_int(name: str, value: object) -> int:
 def _limiter(stage: object | None) -> anyio.CapacityLimiter:
     concurrency = getattr(stage, "concurrency", 1)
     return anyio.CapacityLimiter(concurrency if isinstance(concurrency, int) and concurrency > 0 else 1)
-
-
-def _voices(value: object) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
-    ):
-        raise ConfigurationError(f"voices must map speaker labels to voice names (str → str), got {value!r}")
-    return dict(value)
 
 
 def _positive_float(name: str, value: object) -> float:
@@ -251,7 +243,7 @@ class Dubber:
             raise ConfigurationError(f"overflow must be one of {_OVERFLOWS}, got {settings['overflow']!r}")
         if settings["output_sample_rate"] is not None:
             _positive_int("output_sample_rate", settings["output_sample_rate"])
-        settings["voices"] = _voices(settings["voices"])
+        settings["voices"] = voice_map(settings["voices"])
         if settings["background"] is not None and settings["background"] not in _BACKGROUNDS:
             raise ConfigurationError(
                 f"background must be one of {_BACKGROUNDS} or None, got {settings['background']!r}"
@@ -613,7 +605,9 @@ class Dubber:
         output: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> DubbedFile:
-        """Dub an audio or video file; blocking and notebook-safe. See :func:`stsdub._files.dub_file`.
+        """Dub an audio or video file; blocking and notebook-safe.
+
+        See :func:`stsdub._recordings._files.dub_file`.
 
         Options: ``segmentation`` (``"speech"`` or ``"fixed"`` or a :class:`~stsdub.Segmentation`),
         ``subtitles``, ``original`` (``"mix"`` / ``"track"``), ``original_level``,
@@ -624,7 +618,7 @@ class Dubber:
         ``resume=FOLDER_OR_DUBPROJECT`` continues one (``input`` and ``output`` default to the
         project's); ``transcript_srt=`` / ``translation_srt=`` bring your own text.
         """
-        from . import _files
+        from ._recordings import _files
 
         return _files.dub_file(self, input, output, **options)
 
@@ -635,7 +629,7 @@ class Dubber:
         **options: Any,
     ) -> DubbedFile:
         """The async form of :meth:`dub_file`, for use under ``async with dubber:``."""
-        from . import _files
+        from ._recordings import _files
 
         return await _files.adub_file(self, input, output, **options)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from ._plugins import StageSpec
+    from ._core._spec import StageSpec
 
 __all__ = ["hookimpl", "hookspec", "stsdub_register_stages"]
 

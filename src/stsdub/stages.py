@@ -52,21 +52,22 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Protocol, runtime_checkable
 
-from ._diarization import Diarization as Diarization
-from ._diarization import DiarizationRequest as DiarizationRequest
-from ._diarization import SpeakerTurn as SpeakerTurn
+from ._core._diarization import Diarization as Diarization
+from ._core._diarization import DiarizationRequest as DiarizationRequest
+from ._core._diarization import SpeakerTurn as SpeakerTurn
+from ._core._separation import Separation as Separation
+from ._core._separation import SeparationRequest as SeparationRequest
+from ._core._spec import STAGE_KINDS as STAGE_KINDS
 
 # Re-exported so a plugin author finds the whole contract here; the "as" form marks them as
 # deliberate re-exports for type checkers.
-from ._model import ASRRequest as ASRRequest
-from ._model import AudioBuffer as AudioBuffer
-from ._model import LengthBudget as LengthBudget
-from ._model import SynthesisRequest as SynthesisRequest
-from ._model import Transcript as Transcript
-from ._model import Translation as Translation
-from ._model import TranslationRequest as TranslationRequest
-from ._separation import Separation as Separation
-from ._separation import SeparationRequest as SeparationRequest
+from ._core._values import ASRRequest as ASRRequest
+from ._core._values import AudioBuffer as AudioBuffer
+from ._core._values import LengthBudget as LengthBudget
+from ._core._values import SynthesisRequest as SynthesisRequest
+from ._core._values import Transcript as Transcript
+from ._core._values import Translation as Translation
+from ._core._values import TranslationRequest as TranslationRequest
 
 __all__ = [
     "ASR",
@@ -88,10 +89,6 @@ __all__ = [
     "TranslationRequest",
     "Translator",
 ]
-
-#: The kinds of stage: the fragment pipeline's, in its order, then the file-level separator and
-#: diarizer.
-STAGE_KINDS = ("asr", "translator", "synthesizer", "separator", "diarizer")
 
 
 @runtime_checkable

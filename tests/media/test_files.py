@@ -10,8 +10,8 @@ import pytest
 import soundfile
 
 from stsdub import AudioBuffer, Dubber, ErrorCode, Separation, SeparationRequest, Status, StsdubError
-from stsdub._files import DubbedFile, FileProgress, adub_file, dub_file
 from stsdub._media import MediaInputError, MediaOutputError, Segmentation
+from stsdub._recordings._files import DubbedFile, FileProgress, adub_file, dub_file
 from stsdub.testing import FakeASR, FakeSynthesizer, FakeTranslator
 from tests.media.media import recording, write_recording
 from tests.speech import SENTENCES

@@ -16,8 +16,8 @@ import pytest
 import stsdub
 from stsdub import DubProject, ProjectError
 from stsdub._cli import main
-from stsdub._files import dub_file
 from stsdub._media._subtitles import Cue, parse_srt, to_srt
+from stsdub._recordings._files import dub_file
 from stsdub.testing import FakeASR, FakeSynthesizer, FakeTranslator
 from tests.media.media import recording, write_recording
 from tests.speech import SENTENCES

@@ -9,7 +9,7 @@ import soundfile
 
 from stsdub import Dubber, Status
 from stsdub._cli import main
-from stsdub._files import dub_file
+from stsdub._recordings._files import dub_file
 from tests.media.media import recording, write_recording
 from tests.speech import SENTENCES, wer
 

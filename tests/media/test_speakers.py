@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from stsdub import Dubber, Status
-from stsdub._files import dub_file
 from stsdub._media._subtitles import Cue, to_srt
+from stsdub._recordings._files import dub_file
 from stsdub.testing import FakeASR, FakeDiarizer, FakeSynthesizer, FakeTranslator
 from tests.media.media import write_recording
 from tests.speakers import conversation

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from stsdub import Dubber
-from stsdub._files import dub_file
 from stsdub._media import MediaOutputError
+from stsdub._recordings._files import dub_file
 from stsdub.testing import FakeASR, FakeSynthesizer, FakeTranslator
 from tests.media.media import (
     audio_seconds,

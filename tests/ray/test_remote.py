@@ -32,8 +32,8 @@ from stsdub import (
     Translation,
     TranslationRequest,
     Word,
-    _model,
 )
+from stsdub._core import _values
 from stsdub.ray import LocalTransport, RemoteASR, RemoteSynthesizer, RemoteTranslator, remote_stage
 from stsdub.ray._cli import add_ray_parser, run_ray
 from stsdub.ray._replica import ReplicaCore
@@ -89,13 +89,13 @@ def test_requests_and_results_cross_the_wire_as_plain_data() -> None:
             source_audio=AudioBuffer(np.array([0.0, 0.5, -0.25], dtype=np.float32), RATE),
         ),
     ]
-    if hasattr(_model, "LengthBudget"):  # a nested value of ours inside a request
+    if hasattr(_values, "LengthBudget"):  # a nested value of ours inside a request
         values.append(
             TranslationRequest(
                 text="hi",
                 source_language="en",
                 target_language="de",
-                budget=_model.LengthBudget(max_chars=12, seconds=1.0),  # type: ignore[call-arg]
+                budget=_values.LengthBudget(max_chars=12, seconds=1.0),  # type: ignore[call-arg]
             )
         )
     for value in values:

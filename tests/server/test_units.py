@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 import stsdub
 from stsdub import BackpressureLevels, ConfigurationError, Severity
-from stsdub._defaults import default_translator
+from stsdub._plugins._defaults import default_translator
 from stsdub.server import ServerSettings, create_app
-from stsdub.server._app import _Pressure
 from stsdub.server._artifacts import ArtifactStore
 from stsdub.server._protocol import AudioFormat, FragmentData, ProtocolError, ProtocolErrorCode, StreamInit
+from stsdub.server._session import Pressure as _Pressure
 from stsdub.server._settings import ENV_VARIABLES, read_env_file
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,8 @@ import torch
 
 import stsdub
 from stsdub import AudioBuffer, SeparationRequest, StageLoadError
-from stsdub._builtin.demucs import DemucsSeparator, fetch_model
+from stsdub._builtin.demucs import DemucsSeparator
+from stsdub._models._demucs import fetch_demucs
 from stsdub.testing import FakeASR, FakeSynthesizer, check_stage
 
 from .hub_server import HubServer
@@ -204,7 +205,7 @@ def test_a_named_model_comes_from_the_hub_once_then_from_the_cache(
     again = DemucsSeparator(shifts=0).separate(SeparationRequest(audio=audio))
     assert hub.recorded() == []
     assert np.allclose(first.voice.samples, again.voice.samples, atol=1e-6)
-    yaml_file, weights = fetch_model("htdemucs", local_files_only=True)
+    yaml_file, weights = fetch_demucs("htdemucs", local_files_only=True)
     assert yaml_file.name == "htdemucs.yaml"
     assert [w.name for w in weights] == ["955717e8.safetensors"]
 

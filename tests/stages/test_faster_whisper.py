@@ -17,8 +17,8 @@ import pytest
 import stsdub
 import stsdub.testing
 from stsdub import ASRRequest, AudioBuffer, ErrorCode, Fragment, StageError, Transcript
-from stsdub._audio import resample
-from stsdub._device import cpu_cores, cuda_device_count, threads_per_call
+from stsdub._core._audio import resample
+from stsdub._core._device import cpu_cores, cuda_device_count, threads_per_call
 from stsdub.errors import StageLoadError, StsdubError
 from tests.speech import SENTENCES, speak, wer
 
@@ -442,7 +442,7 @@ async def test_bad_model_fails_at_async_with(tmp_path: Path, broken: str) -> Non
 
 
 def test_invented_tails_squeezed_into_no_time_are_dropped() -> None:
-    from stsdub._builtin.faster_whisper import _drop_invented_tails, _Raw
+    from stsdub._builtin._whisper_text import _drop_invented_tails, _Raw
 
     def words(*spec: tuple[str, float, float]) -> list[tuple[float, float, str, float | None]]:
         return [(start, end, f" {w}", 0.9) for w, start, end in spec]

@@ -1,4 +1,4 @@
-"""Models by name (``stsdub._models``), the stages using them, and ``stsdub models pull/list``.
+"""Models by name (``stsdub._models._cache``), the stages using them, and ``stsdub models pull/list``.
 
 Everything goes through the real ``huggingface_hub`` client to a Hub look-alike on loopback
 (:mod:`tests.stages.hub_server`), and through CTranslate2's real converter: the Piper voice
@@ -27,18 +27,17 @@ import numpy as np
 import pytest
 
 from stsdub import StageLoadError, SynthesisRequest, TranslationRequest
-from stsdub._models import (
+from stsdub._models._cache import (
     CT2_DIRECTORY,
     PIPER_REPO,
-    ctranslate2_model,
     is_hub_model_id,
     is_piper_voice_name,
     list_cached,
-    piper_voice,
     piper_voice_files,
     pull_command,
 )
-from stsdub._models_cli import add_models_parser, run_models
+from stsdub._models._cli import add_models_parser, run_models
+from stsdub._models._downloads import ctranslate2_model, piper_voice
 from stsdub.errors import ConfigurationError
 
 from .hub_server import HubServer, hub_server
@@ -423,7 +422,7 @@ def test_cli_pull_and_list(
 
 def test_env_variables_reach_huggingface_hub_in_a_fresh_process(voices: HubServer, tmp_path: Path) -> None:
     """HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE as users set them, read at import."""
-    code = "import sys; from stsdub._models import pull; print(pull('piper', sys.argv[1]))"
+    code = "import sys; from stsdub._models._downloads import pull; print(pull('piper', sys.argv[1]))"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_CACHE": str(tmp_path / "cache")}
     done = subprocess.run(
         [sys.executable, "-c", code, VOICE], env=env, capture_output=True, text=True, timeout=60, check=False

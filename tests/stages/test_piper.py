@@ -12,7 +12,7 @@ import pytest
 
 import stsdub
 from stsdub import ErrorCode, StageError, SynthesisRequest
-from stsdub._device import cpu_cores, threads_per_call
+from stsdub._core._device import cpu_cores, threads_per_call
 from stsdub.testing import FakeASR, check_stage
 
 from ..speech import SENTENCES, transcribe, wer

@@ -5,7 +5,7 @@ The model is a directory made by ``ct2-transformers-converter`` (or
 (Marian's ``source.spm`` / ``target.spm``, NLLB's ``sentencepiece.bpe.model``) or a Hugging
 Face ``tokenizer.json`` — or a Hugging Face Hub model id (``Helsinki-NLP/opus-mt-en-de``),
 which is downloaded and converted once into the Hugging Face cache (see
-:mod:`stsdub._models`) and loaded from there afterwards, offline too.
+:mod:`stsdub._models._cache`) and loaded from there afterwards, offline too.
 
 Requests waiting together (from one or several streams) become one
 ``ctranslate2.Translator.translate_batch`` call; NLLB's per-example target language goes in
@@ -27,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import _models
-from .._device import threads_per_call
-from .._model import Translation, TranslationRequest
+from .._core._device import threads_per_call
+from .._core._values import Translation, TranslationRequest
+from .._models import _cache, _downloads
 from ..errors import ErrorCode, PluginError, StageError, StageLoadError
 
 __all__ = ["NLLB_LANGUAGE_CODES", "CTranslate2Translator", "nllb_code"]
@@ -155,9 +155,9 @@ def _read_vocabulary(model_dir: Path) -> frozenset[str]:
 def _quantization(compute_type: str, device: str) -> str:
     """The weight type to convert a downloaded model to: the compute type when it is one."""
     # "auto", "default" and the like choose at load time; a conversion needs a definite type.
-    if compute_type in _models.QUANTIZATIONS:
+    if compute_type in _cache.QUANTIZATIONS:
         return compute_type
-    return _models.default_quantization(device)
+    return _cache.default_quantization(device)
 
 
 def _split_device(device: str) -> tuple[str, int]:
@@ -264,8 +264,8 @@ class CTranslate2Translator:
         ct2_device, device_index = _split_device(device)
         compute_type = compute_type or ("float16" if ct2_device == "cuda" else "int8")
         model_dir = Path(model).expanduser()
-        if not model_dir.is_dir() and _models.is_hub_model_id(model):
-            model_dir = _models.ctranslate2_model(
+        if not model_dir.is_dir() and _cache.is_hub_model_id(model):
+            model_dir = _downloads.ctranslate2_model(
                 str(model),
                 quantization=_quantization(compute_type, device),
                 download_root=download_root,

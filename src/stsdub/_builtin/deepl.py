@@ -34,7 +34,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._model import Translation, TranslationRequest
+from .._core._values import Translation, TranslationRequest
 from ..errors import ErrorCode, PluginError, StageError, StageLoadError
 
 __all__ = [

@@ -15,7 +15,6 @@ overlap, as the ``demucs`` command does.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -23,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import _audio, _models
-from .._model import AudioBuffer
-from .._separation import Separation, SeparationRequest
+from .._core import _audio
+from .._core._separation import Separation, SeparationRequest
+from .._core._values import AudioBuffer
+from .._models._demucs import fetch_demucs, read_bag
 from ..errors import ErrorCode, StageError, StageLoadError
 
-__all__ = ["DEFAULT_MODEL", "DemucsSeparator", "fetch_model"]
+__all__ = ["DEFAULT_MODEL", "DemucsSeparator"]
 
 log = logging.getLogger("stsdub")
 
@@ -56,67 +56,10 @@ def _demucs() -> Any:
     return demucs
 
 
-def _hub_repo(name: str) -> tuple[str, str]:
-    """``htdemucs_ft`` → (``adefossez/HTDemucs-ft``, ``htdemucs_ft``), as Demucs names them."""
-    demucs = _demucs()
-    namespace, _, short = name.rpartition("/")
-    return f"{namespace or demucs.hf.DEFAULT_NAMESPACE}/{demucs.hf.hf_repo_name(short)}", short
-
-
-def fetch_model(
-    name: str,
-    *,
-    download_root: PathLike | None = None,
-    local_files_only: bool = False,
-) -> tuple[Path, list[Path]]:
-    """The bag ``.yaml`` and the ``.safetensors`` of a named Demucs model, downloaded if need be.
-
-    The files are those Demucs's own ``get_model(name)`` fetches from the Hub, in the same
-    repositories, into the Hugging Face cache (or ``download_root``).
-
-    Args:
-        name: ``htdemucs``, ``htdemucs_ft`` or another published name, optionally as
-            ``namespace/name``.
-        download_root: Cache directory instead of the Hugging Face cache.
-        local_files_only: Use the cache only; make no request.
-
-    Raises:
-        StageLoadError: Not published, or not cached while offline (the message names the
-            ``stsdub models pull`` command to run on a connected machine).
-    """
-    hub = _models._hub()
-    repo_id, short = _hub_repo(name)
-    what = f"demucs model {name!r}"
-    command = _models.pull_command("demucs", name, download_root=download_root)
-
-    def fetch(filename: str) -> Path:
-        try:
-            path = hub.hf_hub_download(
-                repo_id,
-                filename,
-                cache_dir=None if download_root is None else os.fspath(download_root),
-                local_files_only=local_files_only,
-            )
-        except Exception as exc:
-            raise _models._download_error(
-                hub, exc, what, command, local_files_only, f"no file {filename} in {repo_id}"
-            ) from exc
-        return Path(path)
-
-    bag_file = fetch(f"{short}.yaml")
-    return bag_file, [fetch(f"{sig}.safetensors") for sig in _read_bag(bag_file)["models"]]
-
-
-def _read_bag(path: Path) -> Any:
-    # PyYAML comes with Demucs; imported by name since it ships no type information.
-    yaml = importlib.import_module("yaml")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
 def _load_named(name: str, download_root: PathLike | None, local_files_only: bool) -> Any:
     demucs = _demucs()
-    bag_file, weights = fetch_model(name, download_root=download_root, local_files_only=local_files_only)
-    bag = _read_bag(bag_file)
+    bag_file, weights = fetch_demucs(name, download_root=download_root, local_files_only=local_files_only)
+    bag = read_bag(bag_file)
     models = [demucs.hf.load_safetensors_model(path) for path in weights]
     return demucs.apply.BagOfModels(models, bag.get("weights"), bag.get("segment"))
 

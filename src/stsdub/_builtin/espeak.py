@@ -50,13 +50,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
-from .._audio import pcm16_to_float
-from .._languages import base_language
-from .._model import AudioBuffer, SynthesisRequest
+from .._core._audio import pcm16_to_float
+from .._core._languages import base_language
+from .._core._values import AudioBuffer, SynthesisRequest
 from ..errors import ConfigurationError, ErrorCode, StageError, StageLoadError
 
 if TYPE_CHECKING:
-    from .._audio import FloatArray
+    from .._core._audio import FloatArray
 
 __all__ = [
     "DEFAULT_RATE",

@@ -29,15 +29,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
-from .. import _audio
-from .._device import cpu_cores, resolve_device, threads_per_call
-from .._model import ASRRequest, Segment, Transcript, Word
+from .._core import _audio
+from .._core._device import cpu_cores, resolve_device, threads_per_call
+from .._core._values import ASRRequest, Segment, Transcript, Word
 from ..errors import ErrorCode, PluginError, StageError, StageLoadError
+from ._whisper_text import _drop_invented_tails, _Raw, cut_repetitions, is_repetitive
 
 if TYPE_CHECKING:
-    from .._audio import FloatArray
+    from .._core._audio import FloatArray
 
-__all__ = ["FasterWhisperASR"]
+__all__ = ["FasterWhisperASR", "bundled_model_path", "cut_repetitions", "is_repetitive"]
 
 logger = logging.getLogger("stsdub.asr.faster_whisper")
 
@@ -51,17 +52,6 @@ DEFAULT_ROUTE = "*"
 # Whisper reads a prompt of at most 223 tokens; the tail of the previous fragment is what
 # helps (names, casing, an unfinished sentence), so a few dozen words are plenty.
 _PROMPT_WORDS = 48
-# A word the aligner could not place in the audio gets (nearly) no time. Whisper's invented
-# tails ("thanks for watching", "see you next time") after the speech ends look like that:
-# a run of such words, squeezed into the last instant of the speech.
-_SQUEEZED_SECONDS = 0.02
-_SQUEEZED_RUN = 3
-# A run of the same n-gram this many times in a row is a decoding loop, not speech. Single
-# words get one more ("no, no, no" is said; "no no no no" rarely is).
-_MAX_NGRAM = 12
-_REPEATS_WORD = 4
-_REPEATS_PHRASE = 3
-_WORD_KEY = re.compile(r"[^\w']+")
 # faster-whisper's defaults for attaching punctuation to words.
 _PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 _APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -104,77 +94,6 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _word_key(word: str) -> str:
-    return _WORD_KEY.sub("", word.lower())
-
-
-def cut_repetitions(words: Sequence[str]) -> list[int]:
-    """Indices of ``words`` to keep once decoding loops are cut to a single occurrence.
-
-    A loop is an n-gram (1 to 12 words, compared without case and punctuation) repeated
-    back to back: four times or more for one word, three times or more for a phrase.
-    """
-    keys = [_word_key(w) for w in words]
-    keep: list[int] = []
-    i = 0
-    while i < len(keys):
-        for n in range(1, min(_MAX_NGRAM, (len(keys) - i) // 2) + 1):
-            gram = keys[i : i + n]
-            if not any(gram):
-                continue
-            repeats = 1
-            while keys[i + repeats * n : i + (repeats + 1) * n] == gram:
-                repeats += 1
-            if repeats >= (_REPEATS_WORD if n == 1 else _REPEATS_PHRASE):
-                keep.extend(range(i, i + n))
-                i += repeats * n
-                break
-        else:
-            keep.append(i)
-            i += 1
-    return keep
-
-
-def _squeezed(word: tuple[float, float, str, float | None]) -> bool:
-    return word[1] - word[0] < _SQUEEZED_SECONDS
-
-
-def _drop_invented_tails(raw: list[_Raw]) -> list[_Raw]:
-    """Cut text the aligner squeezed into no time: Whisper inventing past the speech's end.
-
-    A segment after the first whose words are mostly squeezed is dropped; a run of
-    ``_SQUEEZED_RUN`` or more squeezed words that ends a segment is cut from it.
-    """
-    kept: list[_Raw] = []
-    for index, seg in enumerate(raw):
-        words = seg.words
-        if not words:
-            kept.append(seg)
-            continue
-        squeezed = sum(_squeezed(w) for w in words)
-        if index > 0 and squeezed * 2 >= len(words):
-            continue
-        end = len(words)
-        while end > 0 and _squeezed(words[end - 1]):
-            end -= 1
-        if len(words) - end >= _SQUEEZED_RUN and end > 0:
-            words = words[:end]
-            seg = _Raw(seg.start, words[-1][1], "".join(w[2] for w in words), words)
-        kept.append(seg)
-    return kept
-
-
-def is_repetitive(text: str, *, compression_ratio_threshold: float = 2.4) -> bool:
-    """Whether ``text`` looks like a decoding loop (it compresses too well or repeats n-grams)."""
-    from faster_whisper.transcribe import get_compression_ratio
-
-    words = text.split()
-    if len(cut_repetitions(words)) < len(words):
-        return True
-    # Short texts compress badly whatever they say; the ratio only means something for long ones.
-    return len(text) > 60 and get_compression_ratio(text) > compression_ratio_threshold
-
-
 @attrs.define(eq=False)
 class _Loaded:
     """One loaded Whisper model and where it came from."""
@@ -205,16 +124,6 @@ class _Job:
     prompt: str | None
     #: Cap on the tokens of a decoding window; a loop hits it instead of running to 448.
     max_new_tokens: int | None
-
-
-@attrs.define(eq=False)
-class _Raw:
-    """A decoded segment before it becomes a :class:`stsdub.Segment` (times in the fragment)."""
-
-    start: float
-    end: float
-    text: str
-    words: list[tuple[float, float, str, float | None]]
 
 
 class FasterWhisperASR:
@@ -305,7 +214,7 @@ class FasterWhisperASR:
         if num_workers < 1:
             raise StageLoadError(f"faster-whisper: num_workers must be at least 1, got {num_workers}")
         if cpu_threads is None:
-            # The thread budget (stsdub._device): on 2 cores one thread per decode, which is
+            # The thread budget (stsdub._core._device): on 2 cores one thread per decode, which is
             # as fast as two for tiny.en and leaves a core to the synthesis it overlaps with.
             cpu_threads = threads_per_call(num_workers)
         self.cpu_threads = cpu_threads

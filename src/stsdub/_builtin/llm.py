@@ -42,8 +42,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._languages import base_language
-from .._model import LengthBudget, Translation, TranslationRequest
+from .._core._languages import base_language
+from .._core._values import LengthBudget, Translation, TranslationRequest
 from ..errors import ErrorCode, PluginError, StageError, StageLoadError
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "LLMTranslator", "clean_answer", "language_name"]

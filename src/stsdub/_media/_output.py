@@ -23,7 +23,7 @@ from ._errors import MediaInputError, MediaOutputError
 from ._input import _open, pictures
 
 if TYPE_CHECKING:
-    from .._audio import FloatArray
+    from .._core._audio import FloatArray
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -265,7 +265,7 @@ def write_video(
     assert plan.audio_codec is not None
     codec = AUDIO_CODECS[plan.audio_codec]
     if plan.audio_codec == "opus" and sample_rate not in _OPUS_RATES:
-        from .._audio import resample
+        from .._core._audio import resample
 
         rate = opus_rate(sample_rate)
         samples = resample(samples, sample_rate, rate)

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._audio import resample
+from .._core._audio import resample
 from ..errors import ConfigurationError, PluginError
 
 if TYPE_CHECKING:
-    from .._audio import FloatArray
+    from .._core._audio import FloatArray
 
 __all__ = ["ANALYSIS_RATE", "Piece", "Segmentation", "fixed_windows", "plan", "speech_pieces"]
 

@@ -11,7 +11,7 @@ from typing import Union
 import anyio
 import attrs
 
-from .._model import Action, BackpressureEvent, Severity
+from .._core._values import Action, BackpressureEvent, Severity
 from ..errors import ConfigurationError
 
 __all__ = ["BackpressureCallback", "BackpressureLevels", "LevelTracker"]

@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING
 import attrs
 import numpy as np
 
-from .. import _audio
-from .._model import AudioBuffer, Status
+from .._core import _audio
+from .._core._values import AudioBuffer, Status
 from ..errors import ConfigurationError, ErrorCode, StageError, StageLoadError
 
 if TYPE_CHECKING:
-    from .._audio import FloatArray
+    from .._core._audio import FloatArray
 
 __all__ = [
     "Carry",

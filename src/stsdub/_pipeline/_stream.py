@@ -16,7 +16,7 @@ import inspect
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,11 +24,8 @@ import anyio.abc
 import attrs
 import numpy as np
 
-from .. import _audio, _speakers
-from .._diarization import DEFAULT_MATCH_THRESHOLD, SpeakerTracker
-from .._languages import same_language
-from .._media._duck import DEFAULT_ATTACK, duck_gain, mix_background, speech_spans
-from .._model import (
+from .._core._languages import same_language
+from .._core._values import (
     ASRRequest,
     AudioAsset,
     AudioBuffer,
@@ -44,6 +41,8 @@ from .._model import (
     TranslationAsset,
     TranslationRequest,
 )
+from .._speakers import _casting
+from .._speakers._tracking import DEFAULT_MATCH_THRESHOLD, SpeakerTracker
 from ..errors import (
     ErrorCode,
     InvalidAudioError,
@@ -51,131 +50,22 @@ from ..errors import (
     StageError,
     StreamClosedError,
 )
-from ._backpressure import BackpressureCallback, BackpressureLevels, LevelTracker
-from ._duration import trim_silence
+from . import _results
+from ._backpressure import LevelTracker
+from ._job import Job, SpeakingRate, Stages, StreamConfig, Ticket, fragment_tail, speech_seconds, speech_span
 from ._runner import wrap_exception
+from ._soundtrack import LiveSoundtrack
 
 if TYPE_CHECKING:
-    from .._audio import FloatArray
-    from .._separation import Separation
-    from ._duration import Carry, DurationMatcher, Fitted
+    from ._duration import Carry, Fitted
     from ._runner import StageRunner
 
-__all__ = ["Stages", "Stream", "StreamConfig", "Ticket"]
+__all__ = ["Stream"]
 
 log = logging.getLogger("stsdub")
 
-
-@attrs.frozen
-class StreamConfig:
-    """Settings of one stream (the Dubber's, with the stream's overrides applied)."""
-
-    stream_id: str
-    source_language: str | None
-    target_language: str
-    voice: str | None
-    max_inflight: int
-    fragment_timeout: float
-    fallback: str
-    overflow: str
-    output_sample_rate: int | None
-    max_fragment_seconds: float
-    retries: int
-    retry_backoff: float
-    levels: BackpressureLevels
-    on_backpressure: BackpressureCallback | None
-    #: ``{speaker: voice}`` the user chose; other speakers get voices cast by pitch.
-    voices: Mapping[str, str] | None = None
-    #: The soundtrack each result carries as ``mixed``: ``"duck"``, ``"separate"`` or ``None``.
-    background: str | None = None
-
-
-@attrs.frozen
-class Stages:
-    """The stage runners a Dubber shares among its streams."""
-
-    asr: StageRunner[ASRRequest, Transcript]
-    translator: StageRunner[TranslationRequest, Translation] | None
-    synthesizer: StageRunner[SynthesisRequest, AudioBuffer]
-    duration: DurationMatcher
-    duration_limiter: anyio.CapacityLimiter
-    #: The Dubber's diarizer: a live fragment without a speaker is labelled by its ``embed``.
-    diarizer: object | None = None
-    diarizer_limiter: anyio.CapacityLimiter | None = None
-    #: The Dubber's ``separate`` (its separator, queued by the stage's concurrency), for
-    #: streams with ``background="separate"``; ``None`` without a separator.
-    separate: Callable[..., Awaitable[Separation]] | None = None
-    #: How fast each voice speaks (``(voice, language)`` → rate), learned by every stream of
-    #: the Dubber: a new stream predicts its first fragment's speaking rate from it.
-    voice_rates: dict[tuple[str | None, str], _SpeakingRate] = attrs.field(factory=dict)
-
-
-class Ticket:
-    """The place of one accepted fragment in the output order; done when its result is."""
-
-    __slots__ = ("done", "result")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.result: DubResult | None = None
-
-    def resolve(self, result: DubResult | None) -> None:
-        if not self.done.is_set():
-            self.result = result
-            self.done.set()
-
-
-class _Job:
-    """A fragment on its way through the workers."""
-
-    __slots__ = (
-        "accepted_at",
-        "deadline",
-        "error",
-        "fragment",
-        "result",
-        "separation",
-        "speaker",
-        "ticket",
-        "timings",
-        "transcript",
-        "translation",
-        "translation_request",
-        "voice",
-        "warnings",
-    )
-
-    def __init__(self, fragment: Fragment, ticket: Ticket) -> None:
-        self.fragment = fragment
-        self.ticket = ticket
-        self.accepted_at = anyio.current_time()
-        self.deadline = math.inf
-        self.timings: dict[str, float] = {}
-        self.warnings: list[str] = []
-        #: Voice and background of the fragment (streams with ``background="separate"``).
-        self.separation: Separation | None = None
-        self.transcript: TranscriptAsset | None = None
-        self.translation: TranslationAsset | None = None
-        #: The request the translation came from (asked again, with a budget, to shorten it).
-        self.translation_request: TranslationRequest | None = None
-        self.error: StageError | None = None
-        self.result: DubResult | None = None
-        #: Who speaks (the fragment's label, or the one the diarizer's embedding matched).
-        self.speaker: str | None = fragment.speaker
-        #: The voice the dub is spoken with, once synthesis chose it.
-        self.voice: str | None = None
-
-    @property
-    def pending(self) -> bool:
-        """Still to be worked on (not failed, not answered early)."""
-        return self.error is None and self.result is None
-
-    @property
-    def fragment_asset_id(self) -> str:
-        return f"fragment:{self.fragment.fragment_id}"
-
-    def asset_id(self, kind: str) -> str:
-        return f"{kind}-{self.fragment.fragment_id}-{self.fragment.sequence_number}"
+# Seconds of its voice a stream has measured before it predicts the speaking rate to ask for.
+_PREDICT_AFTER_SECONDS = 1.0
 
 
 class Stream:
@@ -203,7 +93,7 @@ class Stream:
         self._pressure = LevelTracker(
             config.stream_id, config.max_inflight, config.levels, config.on_backpressure
         )
-        send, receive = anyio.create_memory_object_stream[_Job](config.max_inflight)
+        send, receive = anyio.create_memory_object_stream[Job](config.max_inflight)
         self._jobs_in = send
         self._jobs_out = receive
         self._scope: anyio.CancelScope | None = None
@@ -215,10 +105,10 @@ class Stream:
         self._prev_spoken: str | None = None
         # Dubbed speech of the last fragment that runs past its end (see _duration.py).
         self._carry: Carry | None = None
-        # The soundtrack's gain where the last mixed fragment ended (background="duck").
-        self._duck_gain = 1.0
-        # How fast this stream's voice speaks, for length budgets (see _SpeakingRate).
-        self._rate = _SpeakingRate()
+        # The soundtrack under the dub, carried from fragment to fragment (background=).
+        self._soundtrack = LiveSoundtrack()
+        # How fast this stream's voice speaks, for length budgets (see SpeakingRate).
+        self._rate = SpeakingRate()
         # The speakers heard so far, and the voice each was given: stable for the stream.
         diarizer = stages.diarizer
         threshold = getattr(diarizer, "match_threshold", DEFAULT_MATCH_THRESHOLD)
@@ -226,7 +116,7 @@ class Stream:
             float(threshold) if isinstance(threshold, (int, float)) else DEFAULT_MATCH_THRESHOLD
         )
         self._embed = getattr(diarizer, "embed", None) if diarizer is not None else None
-        self._cast: _speakers.VoiceCast | None = None
+        self._cast: _casting.VoiceCast | None = None
         self.max_seen_in_pipeline = 0
 
     # -- public surface ---------------------------------------------------------------------
@@ -322,7 +212,7 @@ class Stream:
         if self.config.overflow == "reject" and (self._in_pipeline >= self.config.max_inflight):
             self._accepted += 1
             self._pressure.update(self._in_pipeline + 1, overflow=True)
-            ticket.resolve(self._rejected(fragment))
+            ticket.resolve(_results.rejected(self.config, fragment))
             return ticket
         self._waiting += 1
         self._pressure.update(self._in_pipeline + self._waiting)
@@ -342,7 +232,7 @@ class Stream:
         self.max_seen_in_pipeline = max(self.max_seen_in_pipeline, self._in_pipeline)
         self._pressure.update(self._in_pipeline + self._waiting)
         # The channel holds max_inflight jobs and a slot is held, so this never blocks.
-        self._jobs_in.send_nowait(_Job(fragment, ticket))
+        self._jobs_in.send_nowait(Job(fragment, ticket))
         return ticket
 
     def _check(self, fragment: Fragment) -> None:
@@ -365,10 +255,10 @@ class Stream:
                 f" (last accepted was {self._last_seq}); sequence numbers must increase"
             )
 
-    def _finish(self, job: _Job) -> None:
-        result = job.result or self._failed(job)
+    def _finish(self, job: Job) -> None:
+        result = job.result or _results.failed(self.config, job)
         if self.config.background is not None:
-            result = attrs.evolve(result, mixed=self._mix(job, result))
+            result = attrs.evolve(result, mixed=self._soundtrack.mix(job, result))
         job.ticket.resolve(result)
         self._in_pipeline -= 1
         self._slots.release()
@@ -380,8 +270,8 @@ class Stream:
         """Run the workers until the input ends and drains, or the stream is closed."""
         try:
             with anyio.CancelScope() as self._scope:
-                jobs_1, jobs_1_out = anyio.create_memory_object_stream[_Job](self.config.max_inflight)
-                jobs_2, jobs_2_out = anyio.create_memory_object_stream[_Job](self.config.max_inflight)
+                jobs_1, jobs_1_out = anyio.create_memory_object_stream[Job](self.config.max_inflight)
+                jobs_2, jobs_2_out = anyio.create_memory_object_stream[Job](self.config.max_inflight)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._asr_worker, self._jobs_out, jobs_1)
                     tg.start_soon(self._translation_worker, jobs_1_out, jobs_2)
@@ -397,7 +287,7 @@ class Stream:
             self._stopped.set()
 
     async def _asr_worker(
-        self, jobs: anyio.abc.ObjectReceiveStream[_Job], out: anyio.abc.ObjectSendStream[_Job]
+        self, jobs: anyio.abc.ObjectReceiveStream[Job], out: anyio.abc.ObjectSendStream[Job]
     ) -> None:
         async with jobs, out:
             async for job in jobs:
@@ -407,7 +297,7 @@ class Stream:
                 await _guarded(job, self._transcribe(job))
                 await out.send(job)
 
-    async def _identify(self, job: _Job) -> None:
+    async def _identify(self, job: Job) -> None:
         """Label a fragment without a speaker by matching its embedding to the stream's speakers."""
         embed = self._embed
         if job.speaker is not None or not callable(embed):
@@ -429,25 +319,25 @@ class Stream:
             job.warnings.append(f"speaker: the diarizer's embed failed ({type(exc).__name__}: {exc})")
         job.timings["speaker"] = 1000 * (anyio.current_time() - started)
 
-    def _voice_for(self, job: _Job) -> str | None:
+    def _voice_for(self, job: Job) -> str | None:
         """The speaker's voice (chosen, or cast by pitch once per speaker), else the stream's."""
         if job.speaker is None:
             return self.config.voice
         if self._cast is None:
             try:
-                lower, higher = _speakers.speaker_voices(
+                lower, higher = _casting.speaker_voices(
                     self._stages.synthesizer.stage, self.config.target_language, self.config.voice
                 )
             except Exception as exc:
                 job.warnings.append(f"speaker voices: {type(exc).__name__}: {exc}; one voice for all")
                 lower, higher = (), ()
-            self._cast = _speakers.VoiceCast(lower, higher, self.config.voices, self.config.voice)
+            self._cast = _casting.VoiceCast(lower, higher, self.config.voices, self.config.voice)
         known = job.speaker in self._cast.voices
         fragment = job.fragment
-        f0 = None if known else _speakers.median_f0(fragment.audio, fragment.sample_rate)
+        f0 = None if known else _casting.median_f0(fragment.audio, fragment.sample_rate)
         return self._cast.voice_for(job.speaker, f0)
 
-    async def _separate(self, job: _Job) -> None:
+    async def _separate(self, job: Job) -> None:
         """Split the fragment into voice and background (``background="separate"``).
 
         A failure is not the fragment's: the ASR hears the fragment as it is, and the mix
@@ -464,7 +354,7 @@ class Stream:
             job.warnings.append(f"separation failed ({type(exc).__name__}: {exc}); the original is ducked")
         job.timings["separation"] = 1000 * (anyio.current_time() - started)
 
-    async def _transcribe(self, job: _Job) -> None:
+    async def _transcribe(self, job: Job) -> None:
         await self._identify(job)
         await self._separate(job)
         # A fragment that brings its transcript (reviewed, or from subtitles) skips the ASR.
@@ -489,10 +379,10 @@ class Stream:
         if transcript.text.strip():
             self._prev_transcript = transcript.text
         else:
-            job.result = self._silent(job)
+            job.result = _results.silent(self.config, job)
 
     async def _translation_worker(
-        self, jobs: anyio.abc.ObjectReceiveStream[_Job], out: anyio.abc.ObjectSendStream[_Job]
+        self, jobs: anyio.abc.ObjectReceiveStream[Job], out: anyio.abc.ObjectSendStream[Job]
     ) -> None:
         async with jobs, out:
             async for job in jobs:
@@ -500,7 +390,7 @@ class Stream:
                     await _guarded(job, self._translate(job))
                 await out.send(job)
 
-    async def _translate(self, job: _Job) -> None:
+    async def _translate(self, job: Job) -> None:
         assert job.transcript is not None
         text = job.transcript.text
         source = self.config.source_language or job.transcript.language
@@ -541,7 +431,7 @@ class Stream:
         self._prev_translation = translation.text
 
     async def _synthesis_worker(
-        self, jobs: anyio.abc.ObjectReceiveStream[_Job], scope: anyio.CancelScope
+        self, jobs: anyio.abc.ObjectReceiveStream[Job], scope: anyio.CancelScope
     ) -> None:
         async with jobs:
             async for job in jobs:
@@ -554,7 +444,7 @@ class Stream:
         # Input ended and every job is answered: stop the event delivery task too.
         scope.cancel()
 
-    def _spill_into_silence(self, job: _Job) -> None:
+    def _spill_into_silence(self, job: Job) -> None:
         """Play speech the previous fragment ran over with in this one's silence (no speech)."""
         result = job.result
         carry = self._carry
@@ -565,9 +455,9 @@ class Stream:
             or carry.sequence_number + 1 != job.fragment.sequence_number
         ):
             return  # a failed fragment: _synthesize of the next one reports the dropped speech
-        rate = self._output_rate(job.fragment)
+        rate = _results.output_rate(self.config, job.fragment)
         spilled, self._carry = self._stages.duration.spill(
-            carry, self._target_samples(job.fragment, rate), rate, job.fragment.sequence_number
+            carry, _results.target_samples(job.fragment, rate), rate, job.fragment.sequence_number
         )
         warning = (
             f"speech starts {1000 * carry.duration:.0f} ms late: fragment {carry.sequence_number}"
@@ -576,13 +466,13 @@ class Stream:
         audio = attrs.evolve(result.audio, audio=spilled, kind="dubbed")
         job.result = attrs.evolve(result, audio=audio, warnings=(*result.warnings, warning))
 
-    async def _synthesize(self, job: _Job) -> None:
+    async def _synthesize(self, job: Job) -> None:
         assert job.translation is not None
         fragment = job.fragment
         text = job.translation.text
         duration = self._stages.duration
-        rate = self._output_rate(fragment)
-        target = self._target_samples(fragment, rate)
+        rate = _results.output_rate(self.config, fragment)
+        target = _results.target_samples(fragment, rate)
         # Speech the previous fragment ran over with belongs at the start of the fragment that
         # follows it, and nowhere else: when that one did not reach synthesis, it is dropped.
         carry, self._carry = self._carry, None
@@ -594,16 +484,16 @@ class Stream:
             carry = None
         if not text.strip():
             if carry is None:
-                job.result = self._silent(job)
+                job.result = _results.silent(self.config, job)
                 return
             spilled, self._carry = duration.spill(carry, target, rate, fragment.sequence_number)
             audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), spilled, "dubbed")
-            job.result = self._result(job, Status.SUCCESS, audio)
+            job.result = _results.result(self.config, job, Status.SUCCESS, audio)
             return
         # Aim at the source's speech, where the ASR says it was; else at the fragment's own time
         # (a file host may append the pause after it, which speech may only borrow from).
-        span = _speech_span(job.transcript)
-        tail_seconds = _tail_seconds(fragment)
+        span = speech_span(job.transcript)
+        tail_seconds = fragment_tail(fragment)
         aim_seconds = span[1] if span is not None else fragment.duration - tail_seconds
         # Silence after the aim that speech longer than the source's may borrow.
         spare = fragment.duration - span[0] - span[1] if span is not None else tail_seconds
@@ -635,7 +525,7 @@ class Stream:
         if speech is None:
             return
         # What the speech lasts at the voice's own rate (measured, or from the rate asked for).
-        natural = _speech_seconds(speech) * speed
+        natural = speech_seconds(speech) * speed
         chars = len(text.strip())
         self._observe_rate(job, chars, natural)
         # Speech that would need more than a comfortable speed-up: a translator that can keep
@@ -658,7 +548,7 @@ class Stream:
             if shorter is not None:
                 long_text, (text, speech) = text, shorter
                 request = attrs.evolve(request, text=text)
-                self._observe_rate(job, len(text.strip()), _speech_seconds(speech) * speed)
+                self._observe_rate(job, len(text.strip()), speech_seconds(speech) * speed)
         self._prev_spoken = text
         # A synthesizer that can change its speaking rate is asked once more when the speech
         # still misses: a voice speaking faster sounds better than a recording stretched.
@@ -728,10 +618,12 @@ class Stream:
             natural=round(natural, 4),
         )
         audio = AudioAsset(job.asset_id("audio"), (job.translation.asset_id,), fitted.audio, "dubbed")
-        job.result = self._result(job, fitted.status, audio, duration_variance=fitted.variance, fit=fit_info)
+        job.result = _results.result(
+            self.config, job, fitted.status, audio, duration_variance=fitted.variance, fit=fit_info
+        )
 
     def _predicted_speed(
-        self, job: _Job, text: str, aim_seconds: float, carry: Carry | None, spare: float
+        self, job: Job, text: str, aim_seconds: float, carry: Carry | None, spare: float
     ) -> float:
         """The speaking rate that fits ``text`` into the aim, from this stream's measured rate.
 
@@ -755,16 +647,16 @@ class Stream:
             return 1.0
         return round(speed, 3)
 
-    def _voice_key(self, job: _Job) -> tuple[str | None, str]:
+    def _voice_key(self, job: Job) -> tuple[str | None, str]:
         return job.voice, self.config.target_language
 
-    def _observe_rate(self, job: _Job, chars: int, seconds: float) -> None:
+    def _observe_rate(self, job: Job, chars: int, seconds: float) -> None:
         """Learn the voice's speaking rate, for this stream and for the Dubber's later ones."""
         self._rate.observe(chars, seconds)
-        shared = self._stages.voice_rates.setdefault(self._voice_key(job), _SpeakingRate())
+        shared = self._stages.voice_rates.setdefault(self._voice_key(job), SpeakingRate())
         shared.observe(chars, seconds)
 
-    def _can_shorten(self, job: _Job) -> bool:
+    def _can_shorten(self, job: Job) -> bool:
         """Whether the translator may be asked for a shorter version of this job's text."""
         translator = self._stages.translator
         return (
@@ -776,7 +668,7 @@ class Stream:
         )
 
     async def _shorten(
-        self, job: _Job, synthesis: SynthesisRequest, budget: LengthBudget
+        self, job: Job, synthesis: SynthesisRequest, budget: LengthBudget
     ) -> tuple[str, AudioBuffer] | None:
         """Ask the translator for a text within ``budget`` and speak it.
 
@@ -812,7 +704,7 @@ class Stream:
         return text, speech
 
     @staticmethod
-    def _optional_failed(job: _Job, what: str) -> None:
+    def _optional_failed(job: Job, what: str) -> None:
         """An optional step failed: keep going without it, unless the budget is spent."""
         if job.error is not None and job.error.code is not ErrorCode.TIMEOUT:
             job.warnings.append(f"{what} failed ({job.error}); kept the first translation")
@@ -820,7 +712,7 @@ class Stream:
 
     async def _call(
         self,
-        job: _Job,
+        job: Job,
         stage: str,
         runner: StageRunner[Any, Any],
         request: Any,
@@ -878,183 +770,8 @@ class Stream:
             stage,
         )
 
-    def _output_rate(self, fragment: Fragment) -> int:
-        return self.config.output_sample_rate or fragment.sample_rate
 
-    @staticmethod
-    def _target_samples(fragment: Fragment, rate: int) -> int:
-        return round(fragment.audio.size * rate / fragment.sample_rate)
-
-    def _result(self, job: _Job, status: Status, audio: AudioAsset, **kwargs: Any) -> DubResult:
-        fragment = job.fragment
-        return DubResult(
-            sequence_number=fragment.sequence_number,
-            fragment_id=fragment.fragment_id,
-            stream_id=self.stream_id,
-            status=status,
-            audio=audio,
-            transcript=job.transcript,
-            translation=job.translation,
-            error=job.error,
-            timings=job.timings,
-            warnings=tuple(job.warnings),
-            timestamp_ms=fragment.timestamp_ms,
-            metadata=fragment.metadata,
-            speaker=job.speaker,
-            voice=job.voice,
-            **kwargs,
-        )
-
-    def _mix(self, job: _Job, result: DubResult) -> AudioAsset:
-        """The fragment's soundtrack with the result's dub over it (``DubResult.mixed``).
-
-        ``"separate"``: the separated background at its own level under the dub. ``"duck"``
-        (and where separation failed): the original, lowered wherever the source's speech
-        was (its segments; the whole fragment when the ASR could not say) or the dub speaks; the gain
-        joins the previous fragment's without a jump (see :func:`_join_gain`).
-        """
-        fragment = job.fragment
-        audio = result.audio
-        rate, size = audio.sample_rate, audio.samples.size
-        # Fallback audio is not a dub: the soundtrack alone, ducked where the speech was.
-        dub = audio.samples if audio.kind == "dubbed" else np.zeros(size, np.float32)
-        separation = job.separation
-        if separation is not None:
-            background = separation.background
-            under = _audio.resample(background.samples, background.sample_rate, rate)
-            mixed = mix_background(dub, _audio.fit_length(under, size))
-            self._duck_gain = 1.0
-        else:
-            original = _audio.fit_length(_audio.resample(fragment.audio, fragment.sample_rate, rate), size)
-            transcript = job.transcript.transcript if job.transcript is not None else None
-            if transcript is not None and transcript.segments:
-                speech = [(seg.start, seg.end) for seg in transcript.segments]
-            elif transcript is not None and not transcript.text.strip():
-                speech = []  # the ASR heard nobody
-            else:
-                speech = [(0.0, size / rate)]  # unknown: the original voice may be anywhere
-            gain = duck_gain(size, rate, [*speech, *speech_spans(dub, rate)])
-            gain = _join_gain(gain, self._duck_gain, rate)
-            self._duck_gain = float(gain[-1]) if gain.size else self._duck_gain
-            mixed = np.clip(dub + original * gain, -1.0, 1.0).astype(np.float32)
-        return AudioAsset(
-            job.asset_id("mixed"), (audio.asset_id, job.fragment_asset_id), AudioBuffer(mixed, rate), "mixed"
-        )
-
-    def _silence(self, fragment: Fragment) -> AudioBuffer:
-        rate = self._output_rate(fragment)
-        return AudioBuffer(np.zeros(self._target_samples(fragment, rate), dtype=np.float32), rate)
-
-    def _silent(self, job: _Job) -> DubResult:
-        """No speech: SUCCESS with silence; later stages are not called."""
-        parent = job.transcript.asset_id if job.translation is None else job.translation.asset_id  # type: ignore[union-attr]
-        audio = AudioAsset(job.asset_id("audio"), (parent,), self._silence(job.fragment), "silence")
-        return self._result(job, Status.SUCCESS, audio)
-
-    def _fallback_audio(self, job: _Job) -> AudioAsset:
-        fragment = job.fragment
-        if self.config.fallback == "original":
-            rate = self._output_rate(fragment)
-            samples = _audio.resample(fragment.audio, fragment.sample_rate, rate)
-            buffer = AudioBuffer(_audio.fit_length(samples, self._target_samples(fragment, rate)), rate)
-            kind = "original"
-        else:
-            buffer, kind = self._silence(fragment), "silence"
-        return AudioAsset(job.asset_id("audio"), (job.fragment_asset_id,), buffer, kind)
-
-    def _failed(self, job: _Job) -> DubResult:
-        if job.error is None:  # a job can only end without a result by failing
-            job.error = StageError(ErrorCode.INTERNAL_ERROR, "fragment ended without a result", "pipeline")
-        return self._result(job, Status.FAILED, self._fallback_audio(job))
-
-    def _rejected(self, fragment: Fragment) -> DubResult:
-        job = _Job(fragment, Ticket())
-        job.error = StageError(
-            ErrorCode.BACKPRESSURE_REJECTED,
-            f"{self.config.max_inflight} fragments already in the pipeline (overflow='reject')",
-            "pipeline",
-        )
-        return self._failed(job)
-
-
-def _join_gain(gain: FloatArray, previous: float, sample_rate: int) -> FloatArray:
-    """``gain`` starting from ``previous`` (the last gain of the fragment before), without a jump.
-
-    Each live fragment's ducking is computed on its own; where the gain it wants at its
-    start differs from where the previous fragment left it, the two are joined over the
-    attack time by a raised cosine in dB (a fall or a rise of at most 20 dB in 80 ms, as
-    within a file).
-    """
-    if gain.size == 0 or math.isclose(float(gain[0]), previous, rel_tol=1e-4):
-        return gain
-    n = min(gain.size, max(1, round(DEFAULT_ATTACK * sample_rate)))
-    own = 20 * np.log10(np.maximum(gain[:n].astype(np.float64), 1e-6))
-    start = 20 * math.log10(max(previous, 1e-6))
-    weight = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n, dtype=np.float64) + 0.5) / n)
-    joined: FloatArray = gain.copy()
-    joined[:n] = (10 ** ((start + (own - start) * weight) / 20)).astype(np.float32)
-    return joined
-
-
-#: Shorter source speech than this is no reliable aim for the dubbed speech's length.
-_MIN_SPAN_SECONDS = 0.3
-# Seconds of its voice a stream has measured before it predicts the speaking rate to ask for.
-_PREDICT_AFTER_SECONDS = 1.0
-#: The fragment metadata key a host sets to the seconds of pause it appended after the
-#: fragment's own speech (see docs/duration-matching.md, "Borrowing time").
-TAIL_KEY = "stsdub.tail_seconds"
-
-
-def _tail_seconds(fragment: Fragment) -> float:
-    """Seconds at the end of the fragment that are the pause after it (0 unless a host says)."""
-    value = fragment.metadata.get(TAIL_KEY, 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        return 0.0
-    # Never the whole fragment: its own time stays at least a tenth of a second.
-    return min(float(value), max(fragment.duration - 0.1, 0.0))
-
-
-def _speech_seconds(speech: AudioBuffer) -> float:
-    return trim_silence(speech.samples).size / speech.sample_rate
-
-
-class _SpeakingRate:
-    """A running estimate of how many characters a second this stream's voice speaks.
-
-    Older syntheses count less (each new one weighs as much as the last five together,
-    roughly), so a change of voice or speaker is followed within a few fragments.
-    """
-
-    _DECAY = 0.8
-    # Speech shorter than this says little about the rate (a word, a breath).
-    _MIN_SECONDS = 0.3
-
-    def __init__(self) -> None:
-        self.chars = 0.0
-        self.seconds = 0.0
-
-    def observe(self, chars: int, seconds: float) -> None:
-        if chars <= 0 or seconds < self._MIN_SECONDS:
-            return
-        self.chars = self.chars * self._DECAY + chars
-        self.seconds = self.seconds * self._DECAY + seconds
-
-    def estimate(self) -> float | None:
-        return self.chars / self.seconds if self.seconds > 0 else None
-
-
-def _speech_span(transcript: TranscriptAsset | None) -> tuple[float, float] | None:
-    """(start, length) in seconds of the speech the ASR found in the fragment, if it said."""
-    if transcript is None or not transcript.transcript.segments:
-        return None
-    segments = transcript.transcript.segments
-    start, end = segments[0].start, segments[-1].end
-    if end - start < _MIN_SPAN_SECONDS:
-        return None
-    return start, end - start
-
-
-async def _guarded(job: _Job, step: Awaitable[None]) -> None:
+async def _guarded(job: Job, step: Awaitable[None]) -> None:
     """Run one step of a job; a bug in it fails this fragment, not the stream."""
     try:
         await step

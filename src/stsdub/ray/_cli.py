@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Any
 
+from .._core._spec import STAGE_KINDS
 from ..errors import ConfigurationError, StsdubError
-from ..stages import STAGE_KINDS
 
 __all__ = ["add_ray_parser", "parse_option", "run_ray"]
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import anyio
 import attrs
 
-from .._model import (
+from .._core._values import (
     ASRRequest,
     AudioBuffer,
     SynthesisRequest,

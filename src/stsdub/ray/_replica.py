@@ -16,11 +16,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._device import resolve_device
-from .._model import ASRRequest, SynthesisRequest, TranslationRequest
-from .._plugins import StageRegistry
+from .._core._device import resolve_device
+from .._core._spec import STAGE_KINDS
+from .._core._values import ASRRequest, SynthesisRequest, TranslationRequest
+from .._plugins._registry import StageRegistry
 from ..errors import ConfigurationError, ErrorCode, StageError, StageLoadError, StsdubError
-from ..stages import STAGE_KINDS
 from ._wire import WIRE_VERSION, decode_value, encode_value, error_answer
 
 __all__ = ["CAPABILITIES", "METHODS", "ReplicaCore", "active_calls", "is_describe"]

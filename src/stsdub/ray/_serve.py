@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from .._core._spec import STAGE_KINDS
 from ..errors import ConfigurationError, ErrorCode, PluginError, StageError, StageLoadError
-from ..stages import STAGE_KINDS
 
 try:
     # Not a bare "import ray": binding the name through submodules keeps isort's grouping

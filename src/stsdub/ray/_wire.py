@@ -8,13 +8,13 @@ receiver knows:
 
 - an :class:`~stsdub.AudioBuffer` becomes ``{"__audio__": int16 ndarray, "rate": int}``
   (PCM16, half the bytes of float32; the precision of the reference protocol's audio);
-- any other attrs value of :mod:`stsdub._model` (a request, ``Transcript``, ``Segment``,
+- any other attrs value of :mod:`stsdub._core._values` (a request, ``Transcript``, ``Segment``,
   ``Word``, ``Translation``…) becomes ``{"__value__": "ClassName", field: value, ...}``;
   a field the receiver does not know is dropped (an older replica ignores a newer field);
 - tuples and lists become lists, and come back as tuples (our values hold tuples);
 - a request's ``options`` mapping is copied as is: it must hold plain data.
 
-Only class names exported by :mod:`stsdub._model` are rebuilt, so a payload cannot make the
+Only class names exported by :mod:`stsdub._core._values` are rebuilt, so a payload cannot make the
 receiver build anything else.
 
 An envelope carries the version, the stage kind and a per-call id::
@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .. import _audio, _model
+from .._core import _audio, _values
 from ..errors import ErrorCode, StageError
 
 __all__ = [
@@ -52,7 +52,7 @@ _VALUE = "__value__"
 _RAW_FIELDS = frozenset({"options"})
 
 
-def _audio_out(buffer: _model.AudioBuffer) -> dict[str, Any]:
+def _audio_out(buffer: _values.AudioBuffer) -> dict[str, Any]:
     if buffer.samples.size == 0:
         pcm = np.zeros(0, dtype="<i2")
     else:
@@ -60,18 +60,18 @@ def _audio_out(buffer: _model.AudioBuffer) -> dict[str, Any]:
     return {_AUDIO: pcm, "rate": buffer.sample_rate}
 
 
-def _audio_in(data: Mapping[str, Any]) -> _model.AudioBuffer:
+def _audio_in(data: Mapping[str, Any]) -> _values.AudioBuffer:
     pcm = np.ascontiguousarray(data[_AUDIO], dtype="<i2")
     if pcm.ndim != 1:
         raise ValueError(f"audio must be 1-D PCM16, got shape {pcm.shape}")
     if pcm.size == 0:
-        return _model.AudioBuffer(np.zeros(0, dtype=np.float32), int(data["rate"]))
-    return _model.AudioBuffer(_audio.pcm16_to_float(pcm.tobytes()), int(data["rate"]))
+        return _values.AudioBuffer(np.zeros(0, dtype=np.float32), int(data["rate"]))
+    return _values.AudioBuffer(_audio.pcm16_to_float(pcm.tobytes()), int(data["rate"]))
 
 
 def encode_value(value: Any) -> Any:
     """``value`` as plain data (see the module docstring)."""
-    if isinstance(value, _model.AudioBuffer):
+    if isinstance(value, _values.AudioBuffer):
         return _audio_out(value)
     if attrs.has(type(value)):
         out: dict[str, Any] = {_VALUE: type(value).__name__}
@@ -91,7 +91,7 @@ def encode_value(value: Any) -> Any:
 
 
 def _value_class(name: object) -> type:
-    cls = getattr(_model, name, None) if isinstance(name, str) and name in _model.__all__ else None
+    cls = getattr(_values, name, None) if isinstance(name, str) and name in _values.__all__ else None
     if cls is None or not attrs.has(cls):
         raise ValueError(f"unknown value type {name!r}")
     return cls  # type: ignore[no-any-return]

@@ -20,15 +20,11 @@ import contextlib
 import hmac
 import logging
 import time
-import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anyio
 import anyio.abc
-import attrs
-import numpy as np
 import socketio
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -39,257 +35,28 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from .._defaults import check_translator, translator_setup_hint
+from .._core._languages import same_language
+from .._core._values import Severity
 from .._dubber import Dubber
-from .._languages import same_language
-from .._model import Action, AudioAsset, AudioBuffer, DubResult, Fragment, Severity, Status
 from .._pipeline._backpressure import BackpressureLevels
 from .._pipeline._duration import DurationPolicy
-from .._pipeline._stream import Stream
-from ..errors import ErrorCode, StageError, StsdubError
+from .._plugins._defaults import check_translator, translator_setup_hint
+from ..errors import StsdubError
 from ._artifacts import ArtifactStore, ArtifactWriter
 from ._metrics import ServiceMetrics
 from ._protocol import (
-    AudioFormat,
     FragmentData,
     ProtocolError,
     ProtocolErrorCode,
     StreamInit,
     error_payload,
-    processed_payload,
 )
+from ._session import ACTIONS, Connection, Pressure, Session
 from ._settings import ServerSettings
 
 __all__ = ["DubbingService", "ServiceApp", "create_app"]
 
 log = logging.getLogger("stsdub.server")
-
-_ACTIONS = {Severity.LOW: Action.NONE, Severity.MEDIUM: Action.SLOW_DOWN, Severity.HIGH: Action.PAUSE}
-
-
-class _Pressure:
-    """A stream's backpressure level, from fragments received and not yet answered."""
-
-    def __init__(self, max_inflight: int, levels: BackpressureLevels, critical: int) -> None:
-        self.max_inflight = max_inflight
-        self.low, self.medium, self.high = levels.resolve(max_inflight)
-        self.critical = critical
-        self.severity = Severity.LOW
-
-    def update(self, outstanding: int, *, overflow: bool = False) -> Severity | None:
-        """The new level when it changed, else None (LOW comes back only at ``low``)."""
-        if overflow or outstanding >= self.high:
-            severity = Severity.HIGH
-        elif outstanding >= self.medium:
-            severity = Severity.MEDIUM
-        elif outstanding <= self.low:
-            severity = Severity.LOW
-        else:
-            return None
-        if severity is self.severity:
-            return None
-        self.severity = severity
-        return severity
-
-
-class _Connection:
-    """One Socket.IO client: its outgoing events, in order, and the streams it opened."""
-
-    def __init__(self, sio: socketio.AsyncServer, sid: str) -> None:
-        self.sio = sio
-        self.sid = sid
-        self.streams: set[str] = set()
-        self._outbox: deque[tuple[str, Any]] = deque()
-        self._wakeup = anyio.Event()
-        self._scope: anyio.CancelScope | None = None
-
-    def send(self, event: str, payload: Any) -> None:
-        """Queue an event; the writer sends events in the order they were queued."""
-        self._outbox.append((event, payload))
-        self._wakeup.set()
-
-    async def run_writer(self) -> None:
-        with anyio.CancelScope() as self._scope:
-            while True:
-                while not self._outbox:
-                    await self._wakeup.wait()
-                    self._wakeup = anyio.Event()
-                event, payload = self._outbox.popleft()
-                await self.sio.emit(event, payload, to=self.sid)
-
-    def close(self) -> None:
-        self._outbox.clear()
-        if self._scope is not None:
-            self._scope.cancel()
-
-
-@attrs.define(eq=False)
-class _Entry:
-    """A queued fragment on its way to the pipeline and back."""
-
-    fragment: Fragment
-    received_at: float
-    refused: StsdubError | None = None
-
-
-class _Session:
-    """One stream of one connection."""
-
-    def __init__(
-        self,
-        service: DubbingService,
-        connection: _Connection,
-        init: StreamInit,
-        overrides: Mapping[str, Any],
-        pressure: _Pressure,
-    ) -> None:
-        self.service = service
-        self.connection = connection
-        self.init = init
-        self.stream_id = init.stream_id
-        self.session_id = uuid.uuid4().hex
-        self.overrides = dict(overrides)
-        self.pressure = pressure
-        self.state = "initializing"
-        self.last_seq: int | None = None
-        self.outstanding = 0
-        self.counts = {"success": 0, "partial": 0, "failed": 0, "rejected": 0}
-        self.total_processing_ms = 0.0
-        self._inbox_in, self._inbox_out = anyio.create_memory_object_stream[_Entry](pressure.critical)
-        self._order_in, self._order_out = anyio.create_memory_object_stream[_Entry](pressure.critical)
-        self._scope: anyio.CancelScope | None = None
-
-    @property
-    def audio(self) -> AudioFormat:
-        return self.init.audio
-
-    # -- called from event handlers (no await: decisions happen in arrival order) ------------
-
-    def accept(self, fragment: Fragment, received_at: float) -> Severity | None:
-        self._inbox_in.send_nowait(_Entry(fragment, received_at))
-        self.last_seq = fragment.sequence_number
-        self.outstanding += 1
-        self.service.metrics.in_flight.inc()
-        return self.pressure.update(self.outstanding)
-
-    def end(self) -> None:
-        self.state = "ending"
-        self._inbox_in.close()
-
-    def cancel(self) -> None:
-        self.state = "closed"
-        self._inbox_in.close()
-        if self._scope is not None:
-            self._scope.cancel()
-
-    # -- the session task --------------------------------------------------------------------
-
-    async def run(
-        self, dubber: Dubber, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        started = False
-        completed = False
-        try:
-            with anyio.CancelScope() as self._scope:
-                async with dubber.open_stream(self.stream_id, **self.overrides) as stream:
-                    if self.state == "initializing":
-                        self.state = "active"
-                    started = True
-                    task_status.started()
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._feed, stream)
-                        await self._pump(stream)
-                    completed = True
-            if completed:
-                self._complete()
-        except Exception as exc:
-            if not started:
-                raise  # stream:init answers it
-            log.exception("stream session failed", extra={"stream_id": self.stream_id})
-            self.connection.send(
-                "error",
-                error_payload(
-                    StageError(
-                        ErrorCode.INTERNAL_ERROR, f"stream failed: {type(exc).__name__}: {exc}", "session"
-                    ),
-                    stream_id=self.stream_id,
-                ),
-            )
-        finally:
-            self._inbox_out.close()
-            self._order_out.close()
-            self.service.metrics.in_flight.dec(self.outstanding)
-            self.outstanding = 0
-            self.service._drop(self)
-
-    async def _feed(self, stream: Stream) -> None:
-        async with self._inbox_out, self._order_in:
-            async for entry in self._inbox_out:
-                try:
-                    await stream.send(entry.fragment)
-                except StsdubError as exc:
-                    # The library refused what the service accepted (e.g. a Dubber with a
-                    # shorter max_fragment_seconds): still one answer, in its place.
-                    entry.refused = exc
-                await self._order_in.send(entry)
-            await stream.end()
-
-    async def _pump(self, stream: Stream) -> None:
-        results = aiter(stream)
-        async with self._order_out:
-            async for entry in self._order_out:
-                if entry.refused is None:
-                    result = await anext(results)
-                else:
-                    result = _refused_result(entry.fragment, entry.refused)
-                self._answer(entry, result)
-
-    def _answer(self, entry: _Entry, result: DubResult) -> None:
-        service = self.service
-        elapsed = time.perf_counter() - entry.received_at
-        payload = processed_payload(result, channels=self.audio.channels, processing_time_ms=1000 * elapsed)
-        self.outstanding -= 1
-        service.metrics.in_flight.dec()
-        self.counts[result.status.value] += 1
-        self.total_processing_ms += 1000 * elapsed
-        self.connection.send("fragment:processed", payload)
-        changed = self.pressure.update(self.outstanding)
-        if changed is not None:
-            service._backpressure(self, changed)
-        service.metrics.observe_result(result, elapsed)
-        extra = {
-            "event": "fragment:processed",
-            "stream_id": result.stream_id,
-            "fragment_id": result.fragment_id,
-            "sequence_number": result.sequence_number,
-            "status": result.status.value,
-            "processing_time_ms": payload["processing_time_ms"],
-            "stage_timings": payload["stage_timings"],
-            "error": payload["error"],
-            "warnings": payload["warnings"] or None,
-        }
-        if result.status is Status.FAILED:
-            log.warning("fragment failed", extra=extra)
-        else:
-            log.info("fragment processed", extra=extra)
-        if service.artifacts is not None:
-            service.artifacts.submit(result, payload)
-
-    def _complete(self) -> None:
-        answered = sum(self.counts[k] for k in ("success", "partial", "failed"))
-        payload = {
-            "stream_id": self.stream_id,
-            "session_id": self.session_id,
-            "total_fragments": answered,
-            "success_count": self.counts["success"],
-            "partial_count": self.counts["partial"],
-            "failed_count": self.counts["failed"],
-            "rejected_count": self.counts["rejected"],
-            "avg_processing_time_ms": round(self.total_processing_ms / answered) if answered else 0,
-        }
-        self.connection.send("stream:complete", payload)
-        log.info("stream complete", extra={"event": "stream:complete", "stream_id": self.stream_id})
-
 
 _NO_PAYLOAD = object()
 
@@ -311,28 +78,6 @@ def _refusal(code: ProtocolErrorCode, message: str) -> socketio.exceptions.Conne
     body = {"code": code.value, "message": message}
     refusal.error_args = {**body, "data": body}
     return refusal
-
-
-def _refused_result(fragment: Fragment, exc: StsdubError) -> DubResult:
-    """A FAILED result with silence for a fragment the library refused at ``send``."""
-    error = StageError(ErrorCode.INVALID_AUDIO_FORMAT, str(exc), "ingest")
-    silence = AudioBuffer(np.zeros(fragment.audio.size, dtype=np.float32), fragment.sample_rate)
-    audio = AudioAsset(
-        f"audio-{fragment.fragment_id}-{fragment.sequence_number}",
-        (f"fragment:{fragment.fragment_id}",),
-        silence,
-        "silence",
-    )
-    return DubResult(
-        sequence_number=fragment.sequence_number,
-        fragment_id=fragment.fragment_id,
-        stream_id=fragment.stream_id or "",
-        status=Status.FAILED,
-        audio=audio,
-        error=error,
-        timestamp_ms=fragment.timestamp_ms,
-        metadata=fragment.metadata,
-    )
 
 
 class DubbingService:
@@ -366,8 +111,8 @@ class DubbingService:
         self.artifacts: ArtifactWriter | None = None
         self.ready = False
         self.load_error: str | None = None
-        self.connections: dict[str, _Connection] = {}
-        self.sessions: dict[str, _Session] = {}
+        self.connections: dict[str, Connection] = {}
+        self.sessions: dict[str, Session] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._streams_tg: anyio.abc.TaskGroup | None = None
         origins: str | list[str] | None
@@ -441,17 +186,17 @@ class DubbingService:
                     self.artifacts.close()
             await anyio.sleep_forever()  # keep answering /health until shut down
 
-    def _drop(self, session: _Session) -> None:
+    def _drop(self, session: Session) -> None:
         if self.sessions.get(session.stream_id) is session:
             del self.sessions[session.stream_id]
             self.metrics.streams_active.set(len(self.sessions))
         session.connection.streams.discard(session.stream_id)
 
-    def _backpressure(self, session: _Session, severity: Severity) -> None:
+    def _backpressure(self, session: Session, severity: Severity) -> None:
         payload = {
             "stream_id": session.stream_id,
             "severity": severity.value,
-            "action": _ACTIONS[severity].value,
+            "action": ACTIONS[severity].value,
             "current_inflight": session.outstanding,
             "max_inflight": session.pressure.max_inflight,
         }
@@ -485,7 +230,7 @@ class DubbingService:
                 f"connection refused: {self._not_ready_message()}", extra={"event": "connect", "sid": sid}
             )
             raise _refusal(ProtocolErrorCode.NOT_READY, self._not_ready_message())
-        connection = _Connection(self.sio, sid)
+        connection = Connection(self.sio, sid)
         self.connections[sid] = connection
         self._tg.start_soon(connection.run_writer)
         self.metrics.connections.set(len(self.connections))
@@ -575,8 +320,8 @@ class DubbingService:
                 overrides["fallback"] = init.fallback
             if init.background is not None:
                 overrides["background"] = init.background
-            pressure = _Pressure(max_inflight, self.levels, self.settings.critical_threshold(max_inflight))
-            session = _Session(self, connection, init, overrides, pressure)
+            pressure = Pressure(max_inflight, self.levels, self.settings.critical_threshold(max_inflight))
+            session = Session(self, connection, init, overrides, pressure)
             # Reserved before the first await, so that a second init of the id is refused.
             self.sessions[init.stream_id] = session
             connection.streams.add(init.stream_id)
@@ -616,7 +361,7 @@ class DubbingService:
         )
         return ready
 
-    def _own_session(self, sid: str, payload: object, event: str) -> _Session:
+    def _own_session(self, sid: str, payload: object, event: str) -> Session:
         if not isinstance(payload, Mapping):
             raise ProtocolError(ProtocolErrorCode.INVALID_PAYLOAD, f"{event} must be a JSON object")
         stream_id = payload.get("stream_id")
@@ -673,7 +418,7 @@ class DubbingService:
         connection = self.connections.get(sid)
         if connection is None:
             return {"status": "rejected"}
-        session: _Session | None = None
+        session: Session | None = None
         # Everything up to the queueing below runs without an await, so fragments are
         # checked and queued in the order they arrived.
         try:

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .._model import DubResult
+from .._core._values import DubResult
 
 __all__ = ["ArtifactStore", "ArtifactWriter"]
 

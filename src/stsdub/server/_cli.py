@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from .._options import add_stage_option_argument
+from .._plugins._options import add_stage_option_argument
 from ..errors import StsdubError
 from ._settings import ENV_VARIABLES, ServerSettings, parse_optional_stage, parse_translator, read_env_file
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .._model import DubResult
+from .._core._values import DubResult
 
 __all__ = ["GpuCollector", "ServiceMetrics"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .._model import DubResult, Fragment
+from .._core._values import DubResult, Fragment
 from ..errors import InvalidFragmentError, StageError
 from ._settings import ALLOWED_SAMPLE_RATES
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from .._defaults import AUTO, default_translator
+from .._plugins._defaults import AUTO, default_translator
 from ..errors import ConfigurationError
 
 __all__ = ["ENV_VARIABLES", "ServerSettings", "parse_optional_stage", "parse_translator", "read_env_file"]

@@ -11,8 +11,10 @@ import anyio.from_thread
 import attrs
 import numpy as np
 
-from .._diarization import Diarization, DiarizationRequest
-from .._model import (
+from .._core._diarization import Diarization, DiarizationRequest
+from .._core._separation import Separation, SeparationRequest
+from .._core._spec import STAGE_KINDS
+from .._core._values import (
     ASRRequest,
     AudioBuffer,
     SynthesisRequest,
@@ -20,10 +22,8 @@ from .._model import (
     Translation,
     TranslationRequest,
 )
-from .._plugins import StageRegistry
-from .._separation import Separation, SeparationRequest
+from .._plugins._registry import StageRegistry
 from ..errors import StageError
-from ..stages import STAGE_KINDS
 
 __all__ = ["ConformanceError", "ConformanceReport", "check_plugin", "check_stage"]
 

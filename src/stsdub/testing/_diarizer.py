@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .._diarization import Diarization, DiarizationRequest, SpeakerTracker, merge_turns
-from .._model import AudioBuffer
+from .._core._diarization import Diarization, DiarizationRequest
+from .._core._values import AudioBuffer
+from .._speakers._tracking import SpeakerTracker, merge_turns
 from ..errors import ErrorCode
 from ._whole import WholeRecordingFake
 

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import numpy as np
 
-from .._model import (
+from .._core._values import (
     ASRRequest,
     AudioBuffer,
     SynthesisRequest,

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .._model import AudioBuffer
-from .._separation import Separation, SeparationRequest
+from .._core._separation import Separation, SeparationRequest
+from .._core._values import AudioBuffer
 from ..errors import ErrorCode
 from ._whole import WholeRecordingFake
 

@@ -6,17 +6,16 @@ import functools
 import importlib
 import importlib.util
 import os
-import shutil
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 import pluggy
 
-from . import hookspecs
-from .errors import ConfigurationError, PluginError, StageLoadError
-from .stages import STAGE_KINDS
+from .. import hookspecs
+from .._core._spec import STAGE_KINDS, StageSpec
+from ..errors import PluginError
 
 __all__ = [
     "AUTOLOAD_ENV",
@@ -29,66 +28,6 @@ __all__ = [
 ENTRY_POINT_GROUP = "stsdub"
 #: Set to a non-empty value other than ``0`` to skip third-party plugins.
 AUTOLOAD_ENV = "STSDUB_DISABLE_PLUGIN_AUTOLOAD"
-
-
-def _names(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
-
-
-def _check_kind(_inst: StageSpec, _attr: object, value: str) -> None:
-    if value not in STAGE_KINDS:
-        raise ConfigurationError(f"StageSpec kind must be one of {STAGE_KINDS}, got {value!r}")
-
-
-@attrs.frozen
-class StageSpec:
-    """A stage a plugin offers.
-
-    Args:
-        kind: ``"asr"``, ``"translator"``, ``"synthesizer"`` or ``"separator"``.
-        name: What users type, e.g. ``Dubber(asr="my-asr")``.
-        factory: Called as ``factory(device=..., **options)`` once per Dubber. Either a
-            callable, or an import string ``"package.module:Name"`` resolved only when used,
-            so listing plugins never imports heavy libraries.
-        description: One line for ``stsdub plugins``.
-        requires: Modules the factory needs; when one is missing the stage is listed as
-            unavailable and choosing it raises an error with ``install_hint``.
-        requires_commands: Programs the stage runs (looked up on ``PATH``), as ``requires``.
-        install_hint: What to run to get the requirements, e.g. ``pip install 'stsdub[piper]'``.
-        package: The distribution that provides the stage; filled in at discovery.
-    """
-
-    kind: str = attrs.field(validator=_check_kind)
-    name: str
-    factory: Callable[..., Any] | str
-    description: str = ""
-    requires: tuple[str, ...] = attrs.field(default=(), converter=_names)
-    install_hint: str | None = None
-    requires_commands: tuple[str, ...] = attrs.field(default=(), converter=_names)
-    package: str | None = None
-
-    @property
-    def missing(self) -> tuple[str, ...]:
-        """Required modules that cannot be imported here, and required programs not on ``PATH``."""
-        modules = tuple(m for m in self.requires if not _module_available(m))
-        return modules + tuple(c for c in self.requires_commands if shutil.which(c) is None)
-
-    @property
-    def available(self) -> bool:
-        return not self.missing
-
-    def load_factory(self) -> Callable[..., Any]:
-        """The factory callable, importing it if it was given as a string."""
-        if callable(self.factory):
-            return self.factory
-        module_name, _, attr = self.factory.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-            return getattr(module, attr)  # type: ignore[no-any-return]
-        except (ImportError, AttributeError) as exc:
-            raise StageLoadError(
-                f"{self.kind} {self.name!r}: cannot import its factory {self.factory!r}: {exc}"
-            ) from exc
 
 
 #: Stage names with this prefix name a Ray Serve application: ``Dubber(asr="ray:stsdub-asr")``.
@@ -110,17 +49,11 @@ def _remote_spec(kind: str, name: str) -> StageSpec:
 
 
 def _remote_factory(kind: str, app_name: str, **options: Any) -> Any:
-    # Imported here: stsdub.ray is only loaded (and Ray only imported) when a ray: name is used.
-    from .ray import remote_stage
-
+    # Imported by name, as the built-in factories are: stsdub.ray is only loaded (and Ray only
+    # imported) when a ray: name is used, and it sits above the registry (its replicas build
+    # stages from one), so the registry names it instead of importing it.
+    remote_stage = importlib.import_module("stsdub.ray").remote_stage
     return remote_stage(kind, app_name, **options)
-
-
-def _module_available(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def autoload_disabled() -> bool:
@@ -135,11 +68,11 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
         autoload: Load third-party plugins from the ``stsdub`` entry-point group. ``None``
             means yes unless ``STSDUB_DISABLE_PLUGIN_AUTOLOAD`` is set.
     """
-    from . import _builtin
+    from . import _builtin_stages
 
     pm = pluggy.PluginManager("stsdub")
     pm.add_hookspecs(hookspecs)
-    pm.register(_builtin, name="stsdub")
+    pm.register(_builtin_stages, name="stsdub")
     if autoload is None:
         autoload = not autoload_disabled()
     if autoload:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InvalidAudioError
+from ..errors import InvalidAudioError
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

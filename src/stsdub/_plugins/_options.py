@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .stages import STAGE_KINDS
+from .._core._spec import STAGE_KINDS
 
 __all__ = ["add_stage_option_argument", "parse_stage_option"]
 

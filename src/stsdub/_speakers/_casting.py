@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ._audio import FloatArray
+from ..errors import ConfigurationError
 
-__all__ = ["PITCH_SPLIT_HZ", "VoiceCast", "median_f0", "speaker_voices"]
+if TYPE_CHECKING:
+    from .._core._audio import FloatArray
+
+__all__ = ["PITCH_SPLIT_HZ", "VoiceCast", "median_f0", "speaker_voices", "voice_map"]
 
 #: Median F0 below which a speaker gets a lower (male-sounding) voice; adult male speech
 #: centres near 120 Hz and female near 210 Hz, so the split sits between the two.
@@ -122,3 +124,14 @@ class VoiceCast:
         if voice is not None:
             self._used.append(voice)
         return voice
+
+
+def voice_map(value: object) -> dict[str, str] | None:
+    """``voices=`` checked: speaker labels to voice names, or ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise ConfigurationError(f"voices must map speaker labels to voice names (str → str), got {value!r}")
+    return dict(value)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-from ._model import AudioBuffer, _StageRequest
-from .errors import InvalidAudioError
+from ..errors import InvalidAudioError
+from ._values import AudioBuffer, _StageRequest
 
 __all__ = ["Separation", "SeparationRequest"]
 

@@ -20,10 +20,12 @@ import anyio.from_thread
 import attrs
 import numpy as np
 
-from . import _audio, _speakers
-from ._diarization import Diarization
-from ._languages import base_language
-from ._media import (
+from .._core import _audio
+from .._core._diarization import Diarization
+from .._core._languages import base_language
+from .._core._separation import Separation
+from .._core._values import AudioBuffer, DubResult, Fragment, Status
+from .._media import (
     ANALYSIS_RATE,
     SUBTITLE_FORMATS,
     Cue,
@@ -41,17 +43,17 @@ from ._media import (
     write_text,
     write_video,
 )
-from ._media._duck import mix_background, mix_ducked
-from ._media._output import OutputPlan
-from ._model import AudioBuffer, DubResult, Fragment, Status
-from ._pipeline._stream import TAIL_KEY
-from ._project import DubProject, ProjectRun
-from ._separation import Separation
-from .errors import ConfigurationError, StsdubError
+from .._media._duck import mix_background, mix_ducked
+from .._media._output import OutputPlan
+from .._pipeline._job import TAIL_KEY
+from .._speakers import _casting
+from ..errors import ConfigurationError, StsdubError
+from ._project import DubProject
+from ._run import ProjectRun
 
 if TYPE_CHECKING:
-    from ._audio import FloatArray
-    from ._dubber import Dubber
+    from .._core._audio import FloatArray
+    from .._dubber import Dubber
 
 __all__ = ["DubbedFile", "FileProgress", "adub_file", "dub_file"]
 
@@ -537,21 +539,19 @@ def _cast_voices(
     The pitch is the median F0 of all of a speaker's speech in the file (not of their first
     line), so a speaker's voice is chosen once, from the most evidence, for the whole file.
     """
-    from ._dubber import _voices
-
-    chosen = _voices(_setting(dubber, overrides, "voices")) or {}
+    chosen = _casting.voice_map(_setting(dubber, overrides, "voices")) or {}
     voice = _setting(dubber, overrides, "voice")
-    lower, higher = _speakers.speaker_voices(
+    lower, higher = _casting.speaker_voices(
         dubber.stages.get("synthesizer"), _setting(dubber, overrides, "target_language"), voice
     )
-    cast = _speakers.VoiceCast(lower, higher, chosen, voice)
+    cast = _casting.VoiceCast(lower, higher, chosen, voice)
     for speaker in dict.fromkeys(s for s in speakers if s is not None):
         own = [
             audio16k[round(p.start * ANALYSIS_RATE / rate) : round(p.end * ANALYSIS_RATE / rate)]
             for p, s in zip(speech, speakers, strict=True)
             if s == speaker
         ]
-        cast.voice_for(speaker, _speakers.median_f0(np.concatenate(own), ANALYSIS_RATE))
+        cast.voice_for(speaker, _casting.median_f0(np.concatenate(own), ANALYSIS_RATE))
     return {s: v for s, v in cast.voices.items() if v is not None}
 
 

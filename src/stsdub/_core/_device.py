@@ -16,7 +16,7 @@ import os
 import re
 import sys
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = ["cpu_cores", "cuda_device_count", "resolve_device", "threads_per_call"]
 

@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._builtin.deepl import AUTH_KEY_ENV as DEEPL_KEY_ENV
-from ._languages import base_language
-from .errors import ConfigurationError, StageError, StageLoadError
+from .._builtin.deepl import AUTH_KEY_ENV as DEEPL_KEY_ENV
+from .._core._languages import base_language
+from ..errors import ConfigurationError, StageError, StageLoadError
 
 __all__ = [
     "AUTO",
@@ -70,7 +70,7 @@ def has_deepl_key(options: Mapping[str, Any], environ: Mapping[str, str] | None 
 def apertium_translates(source: str | None, target: str | None) -> bool:
     """Whether an installed Apertium pair translates ``source`` into ``target`` (``target``
     None: whether any pair is installed). Starts no translation process."""
-    from ._builtin.apertium import ApertiumTranslator
+    from .._builtin.apertium import ApertiumTranslator
 
     try:
         stage = ApertiumTranslator()
@@ -119,7 +119,7 @@ def default_synthesizer(target: str | None, options: Mapping[str, Any]) -> str:
         return "piper"
     if base_language(target) == _packaged_piper_language():
         return "piper"
-    from ._builtin.espeak import supports_language
+    from .._builtin.espeak import supports_language
 
     return "espeak" if supports_language(target) else "piper"
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._model import DubResult
+from .._core._values import DubResult
 
 __all__ = ["RUSHED_TEMPO", "fit_summary", "timing_rows", "write_timing_report"]
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
+from ..errors import InvalidAudioError, InvalidFragmentError, StageError
 from . import _audio
-from .errors import InvalidAudioError, InvalidFragmentError, StageError
 
 if TYPE_CHECKING:
     from ._audio import FloatArray

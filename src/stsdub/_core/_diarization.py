@@ -1,4 +1,4 @@
-"""Values of the diarizer stage (who speaks when) and the live speaker tracker a stream keeps."""
+"""Values of the diarizer stage: who speaks when in a recording."""
 
 from __future__ import annotations
 
@@ -6,19 +6,14 @@ import math
 from collections.abc import Iterable, Sequence
 
 import attrs
-import numpy as np
 
-from ._model import AudioBuffer, _StageRequest
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from ._values import AudioBuffer, _StageRequest
 
-__all__ = ["Diarization", "DiarizationRequest", "SpeakerTracker", "SpeakerTurn"]
+__all__ = ["Diarization", "DiarizationRequest", "SpeakerTurn"]
 
 #: A speaker turn: (start, end) seconds from the start of the recording and the speaker's label.
 SpeakerTurn = tuple[float, float, str]
-
-#: Cosine similarity over which a live fragment is taken for a known speaker (see
-#: :class:`SpeakerTracker`); a diarizer may offer its own as ``match_threshold``.
-DEFAULT_MATCH_THRESHOLD = 0.75
 
 
 def _check_num_speakers(_inst: object, _attr: object, value: int | None) -> None:
@@ -39,11 +34,6 @@ class DiarizationRequest(_StageRequest):
     audio: AudioBuffer
     #: How many speakers there are, when known; ``None``: the diarizer estimates it.
     num_speakers: int | None = attrs.field(default=None, validator=_check_num_speakers)
-
-
-def speaker_label(n: int) -> str:
-    """The label of the ``n``-th speaker (from 1) in order of first appearance: ``S1``, ``S2``…"""
-    return f"S{n}"
 
 
 def _turns(value: Iterable[Sequence[object]]) -> tuple[SpeakerTurn, ...]:
@@ -114,82 +104,3 @@ class Diarization:
             if start < at < end:
                 found.append(at)
         return found
-
-
-def relabel(labels: Sequence[int]) -> list[str]:
-    """Cluster numbers → ``S1``, ``S2``… in order of first appearance."""
-    names: dict[int, str] = {}
-    for label in labels:
-        if label not in names:
-            names[label] = speaker_label(len(names) + 1)
-    return [names[label] for label in labels]
-
-
-def merge_turns(
-    times: Sequence[tuple[float, float]], labels: Sequence[str], *, max_gap: float = 0.5
-) -> tuple[SpeakerTurn, ...]:
-    """Consecutive stretches of one speaker, separated by less than ``max_gap`` s, as one turn."""
-    turns: list[list[float | str]] = []
-    for (start, end), label in sorted(zip(times, labels, strict=True), key=lambda x: x[0]):
-        if turns and turns[-1][2] == label and start - float(turns[-1][1]) <= max_gap:
-            turns[-1][1] = max(float(turns[-1][1]), end)
-        else:
-            turns.append([start, end, label])
-    return tuple((float(a), float(b), str(c)) for a, b, c in turns)
-
-
-def _unit(vector: np.ndarray) -> np.ndarray | None:
-    v = np.asarray(vector, dtype=np.float64).ravel()
-    norm = float(np.linalg.norm(v))
-    if v.size == 0 or not math.isfinite(norm) or norm == 0.0:
-        return None
-    return v / norm
-
-
-class SpeakerTracker:
-    """The speakers of one live stream: a centroid per speaker, labels stable for the stream.
-
-    Each embedding is compared with every known speaker's centroid (the normalised mean of the
-    embeddings taken for them); the most similar speaker wins when its cosine similarity is at
-    least ``threshold`` and the embedding joins its centroid, else a new speaker is started.
-
-    Args:
-        threshold: Cosine similarity needed to be taken for a known speaker (-1 to 1).
-        max_speakers: Once this many are known, an embedding goes to the most similar one.
-    """
-
-    def __init__(
-        self, threshold: float = DEFAULT_MATCH_THRESHOLD, *, max_speakers: int | None = None
-    ) -> None:
-        if not -1.0 <= threshold <= 1.0:
-            raise ConfigurationError(f"a speaker match threshold lies in [-1, 1], got {threshold!r}")
-        self.threshold = float(threshold)
-        self.max_speakers = max_speakers
-        self._sums: list[np.ndarray] = []
-        self._labels: list[str] = []
-
-    @property
-    def speakers(self) -> tuple[str, ...]:
-        """The labels given so far, in order."""
-        return tuple(self._labels)
-
-    def identify(self, embedding: np.ndarray) -> str | None:
-        """The label for ``embedding``; ``None`` when it is empty (no speech was heard)."""
-        unit = _unit(embedding)
-        if unit is None:
-            return None
-        if self._sums and self._sums[0].size != unit.size:
-            raise ValueError(f"an embedding of size {unit.size}; this stream's have {self._sums[0].size}")
-        best, similarity = -1, -math.inf
-        for n, total in enumerate(self._sums):
-            centroid = _unit(total)
-            score = -1.0 if centroid is None else float(centroid @ unit)
-            if score > similarity:
-                best, similarity = n, score
-        full = self.max_speakers is not None and len(self._labels) >= self.max_speakers
-        if best >= 0 and (similarity >= self.threshold or full):
-            self._sums[best] = self._sums[best] + unit
-            return self._labels[best]
-        self._sums.append(unit)
-        self._labels.append(speaker_label(len(self._labels) + 1))
-        return self._labels[-1]

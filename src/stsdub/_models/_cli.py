@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import _models
-from .errors import ConfigurationError, StsdubError
+from ..errors import ConfigurationError, StsdubError
+from . import _cache, _downloads
 
 __all__ = ["add_models_parser", "run_models"]
 
@@ -48,7 +48,7 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
             " and convert it once with CTranslate2's converter."
         ),
     )
-    pull.add_argument("kind", choices=_models.KINDS, help="the stage the model is for")
+    pull.add_argument("kind", choices=_cache.KINDS, help="the stage the model is for")
     pull.add_argument(
         "name", help="voice name (piper), Hugging Face model id (ctranslate2) or model name (demucs)"
     )
@@ -60,7 +60,7 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     pull.add_argument(
         "--quantization",
-        choices=sorted(_models.QUANTIZATIONS),
+        choices=sorted(_cache.QUANTIZATIONS),
         default=None,
         help="ctranslate2: weight type of the conversion (default int8; the stage's compute_type)",
     )
@@ -88,7 +88,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def _cmd_pull(args: argparse.Namespace) -> int:
     try:
-        path = _models.pull(
+        path = _downloads.pull(
             args.kind,
             args.name,
             download_root=args.download_root,
@@ -114,7 +114,7 @@ def _human(size: int) -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     try:
-        cached = _models.list_cached(args.download_root)
+        cached = _cache.list_cached(args.download_root)
     except StsdubError as exc:
         print(f"stsdub models list: error: {exc}", file=sys.stderr)
         return 2
@@ -132,7 +132,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not cached:
-        root = _models.cache_root(args.download_root)
+        root = _cache.cache_root(args.download_root)
         print(f"no voices or converted translators in {root}", file=sys.stderr)
         return 0
     from rich.console import Console

@@ -1,0 +1,1 @@
+"""The fragment pipeline: streams (order, exactly-once, timeouts), stage runners, backpressure, duration."""
