@@ -1,0 +1,211 @@
+"""Translation units: whole sentences across the pauses and pieces a recording was cut at.
+
+A recording is cut into pieces where people pause, and pauses are where they breathe, not
+where thoughts end. The words the ASR heard (with their times) are joined back across the
+pieces into sentences, by punctuation, long pauses, speaker changes and a longest duration;
+an over-long sentence is split at a clause boundary. Each sentence is translated once, and
+its translation is split back over the pieces it spans in proportion to the source text
+each piece holds, at word boundaries, so every piece keeps its own time span and its dub
+still fits it exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from .._core._values import Transcript
+
+__all__ = ["Sentence", "Token", "sentences", "split_text", "tokens_of"]
+
+#: A pause this long ends a sentence even without punctuation (an unpunctuated transcript,
+#: a speaker who trails off).
+DEFAULT_MAX_PAUSE = 2.0
+#: A sentence longer than this is split at a clause boundary: longer units neither
+#: translate better nor fit one subtitle.
+DEFAULT_MAX_SECONDS = 15.0
+_TERMINAL = re.compile(r"[.!?…。！？؟]['\"”’»)\]]*$")
+_CLAUSE = re.compile(r"[,;:—–]['\"”’»)\]]*$")
+# Words a clause often starts with: an over-long sentence without commas splits before one.
+_CLAUSE_STARTS = frozenset(
+    {
+        *("and", "but", "so", "because", "or", "which", "that", "then", "when", "while"),
+        *("although", "though", "where", "if", "unless"),
+        *("y", "pero", "porque", "que", "cuando", "mientras", "aunque", "donde", "si"),
+        *("et", "mais", "parce", "quand", "und", "aber", "weil", "dass", "wenn"),
+    }
+)
+
+
+@attrs.frozen
+class Token:
+    """One word the ASR heard, with its place in the recording."""
+
+    #: Index of the piece (fragment) it was heard in.
+    piece: int
+    #: Seconds from the start of the recording.
+    start: float
+    end: float
+    text: str
+    speaker: str | None = None
+
+
+@attrs.frozen
+class Sentence:
+    """A translation unit: consecutive tokens, possibly spanning several pieces."""
+
+    tokens: tuple[Token, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(t.text for t in self.tokens)
+
+    @property
+    def start(self) -> float:
+        return self.tokens[0].start
+
+    @property
+    def end(self) -> float:
+        return self.tokens[-1].end
+
+    @property
+    def speaker(self) -> str | None:
+        return self.tokens[0].speaker
+
+    @property
+    def pieces(self) -> tuple[int, ...]:
+        """The pieces the sentence spans, in order."""
+        return tuple(dict.fromkeys(t.piece for t in self.tokens))
+
+    def text_in(self, piece: int) -> str:
+        """The part of the sentence heard in ``piece``."""
+        return " ".join(t.text for t in self.tokens if t.piece == piece)
+
+
+def _spread(text: str, start: float, end: float) -> list[tuple[float, float, str]]:
+    """Words of ``text`` with times spread over ``[start, end]`` in proportion to their length."""
+    words = text.split()
+    if not words:
+        return []
+    total = sum(len(w) + 1 for w in words)
+    span = max(end - start, 0.0)
+    out, at = [], start
+    for word in words:
+        step = span * (len(word) + 1) / total
+        out.append((at, at + step, word))
+        at += step
+    return out
+
+
+def tokens_of(
+    piece: int, transcript: Transcript, offset: float, duration: float, speaker: str | None = None
+) -> list[Token]:
+    """The words of one piece's transcript, placed in the recording (``offset`` s in).
+
+    Word times come from the ASR's word timestamps; a segment without words has its text
+    spread over the segment, and a transcript without segments over the whole piece.
+    """
+    found: list[tuple[float, float, str]] = []
+    if transcript.segments:
+        for segment in transcript.segments:
+            words = [(w.start, w.end, w.word.strip()) for w in segment.words if w.word.strip()]
+            found += words or _spread(segment.text, segment.start, segment.end)
+    else:
+        found = _spread(transcript.text, 0.0, duration)
+    return [
+        Token(piece, offset + max(0.0, a), offset + max(a, b, 0.0), text, speaker)
+        for a, b, text in found
+        if text
+    ]
+
+
+def _ends_sentence(token: Token) -> bool:
+    return bool(_TERMINAL.search(token.text))
+
+
+def _split_long(tokens: list[Token], max_seconds: float) -> list[list[Token]]:
+    """``tokens`` cut into parts of at most ``max_seconds`` at clause boundaries (then pauses)."""
+    if len(tokens) < 2 or tokens[-1].end - tokens[0].start <= max_seconds:
+        return [tokens]
+    middle = (tokens[0].start + tokens[-1].end) / 2
+
+    def score(k: int) -> tuple[int, float]:
+        # Cut before token k: best after a comma, then before a clause word, then at a pause.
+        before, after = tokens[k - 1], tokens[k]
+        kind = 0 if _CLAUSE.search(before.text) else 1 if after.text.lower() in _CLAUSE_STARTS else 2
+        pause = after.start - before.end
+        return kind, abs(after.start - middle) - 2.0 * pause
+
+    cut = min(range(1, len(tokens)), key=score)
+    return _split_long(tokens[:cut], max_seconds) + _split_long(tokens[cut:], max_seconds)
+
+
+def sentences(
+    tokens: Iterable[Token],
+    *,
+    max_pause: float = DEFAULT_MAX_PAUSE,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> list[Sentence]:
+    """The sentences of a recording's tokens (in time order).
+
+    A sentence ends after a word with terminal punctuation, before a pause longer than
+    ``max_pause`` seconds, and where the speaker changes; one longer than ``max_seconds``
+    is split at a clause boundary (a comma, a clause word such as "and" or "because", or
+    the longest pause near its middle). Fragment edges never end one by themselves.
+    """
+    units: list[list[Token]] = []
+    current: list[Token] = []
+    for token in tokens:
+        if current and (
+            _ends_sentence(current[-1])
+            or token.start - current[-1].end > max_pause
+            or token.speaker != current[-1].speaker
+        ):
+            units.append(current)
+            current = []
+        current.append(token)
+    if current:
+        units.append(current)
+    return [Sentence(tuple(part)) for unit in units for part in _split_long(unit, max_seconds)]
+
+
+def split_text(text: str, weights: Sequence[float]) -> list[str]:
+    """``text`` cut at word boundaries into ``len(weights)`` parts in proportion to ``weights``.
+
+    Each cut goes to the word boundary nearest to its proportional place, preferring one
+    right after punctuation when it is nearly as close; every part gets at least one word
+    while there are words enough.
+    """
+    words = text.split()
+    parts = len(weights)
+    if parts <= 1 or not words:
+        return [text.strip()] + [""] * max(parts - 1, 0)
+    total = sum(max(w, 0.0) for w in weights) or float(parts)
+    lengths = [len(w) + 1 for w in words]
+    size = sum(lengths)
+    # Character offset at the end of each word.
+    ends, at = [], 0
+    for n in lengths:
+        at += n
+        ends.append(at)
+    cuts: list[int] = []
+    share = 0.0
+    for k, weight in enumerate(weights[:-1]):
+        share += max(weight, 0.0) if total else 1.0
+        aim = size * share / total
+        low = (cuts[-1] + 1) if cuts else 1
+        high = len(words) - (parts - 1 - k)  # leave a word for each later part
+        if low > high:
+            cuts.append(min(low, len(words)))
+            continue
+
+        def cost(n: int, aim: float = aim) -> float:
+            punctuated = bool(_CLAUSE.search(words[n - 1]) or _TERMINAL.search(words[n - 1]))
+            return abs(ends[n - 1] - aim) - (0.5 * lengths[n - 1] if punctuated else 0.0)
+
+        cuts.append(min(range(low, high + 1), key=cost))
+    bounds = [0, *cuts, len(words)]
+    return [" ".join(words[a:b]) for a, b in itertools.pairwise(bounds)]

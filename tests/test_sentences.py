@@ -1,0 +1,70 @@
+"""Translation units: sentences joined across pieces, split when too long, translations split back."""
+
+from __future__ import annotations
+
+from stsdub import Segment, Transcript, Word
+from stsdub._recordings._sentences import Token, sentences, split_text, tokens_of
+
+
+def _tokens(*pieces: tuple[int, float, str], speaker: str | None = None) -> list[Token]:
+    out = []
+    for piece, start, text in pieces:
+        for k, word in enumerate(text.split()):
+            out.append(Token(piece, start + 0.4 * k, start + 0.4 * k + 0.3, word, speaker))
+    return out
+
+
+def test_a_sentence_spans_the_pieces_it_was_cut_into() -> None:
+    tokens = _tokens(
+        (0, 0.0, "And so, my fellow Americans,"),
+        (1, 2.5, "ask not what your country can do for you,"),
+        (2, 7.0, "ask what you can do for your country."),
+        (3, 11.0, "Thank you."),
+    )
+    units = sentences(tokens)
+    assert [u.pieces for u in units] == [(0, 1, 2), (3,)]
+    assert units[0].text.startswith("And so,") and units[0].text.endswith("your country.")
+    assert units[0].text_in(1) == "ask not what your country can do for you,"
+
+
+def test_long_pauses_speakers_and_durations_end_units_without_punctuation() -> None:
+    first = _tokens((0, 0.0, "no punctuation here at all"))
+    later = _tokens((1, 5.0, "after a long pause"))
+    assert [u.pieces for u in sentences(first + later)] == [(0,), (1,)]
+    a = _tokens((0, 0.0, "one speaker talks"), speaker="S1")
+    b = _tokens((0, 1.3, "another answers"), speaker="S2")
+    assert [u.speaker for u in sentences(a + b)] == ["S1", "S2"]
+    # A monologue with no pause and no full stop: split at clause boundaries, each part short.
+    words = " ".join(f"word{k}," if k % 7 == 6 else f"word{k}" for k in range(200))
+    units = sentences(_tokens((0, 0.0, words)), max_seconds=15.0)
+    assert len(units) > 1
+    assert all(u.end - u.start <= 15.0 for u in units)
+    assert " ".join(u.text for u in units) == words
+    assert sentences([]) == []
+
+
+def test_a_translation_splits_back_in_proportion_at_word_boundaries() -> None:
+    text = "Y así, mis compatriotas, no pregunten qué puede hacer su país por ustedes"
+    parts = split_text(text, [10, 30])
+    assert len(parts) == 2 and all(parts)
+    assert " ".join(parts) == text
+    assert parts[0].endswith("compatriotas,")  # the cut prefers a comma near its place
+    assert split_text("una", [1, 1, 1]) == ["una", "", ""]
+    assert split_text("dos palabras", [1]) == ["dos palabras"]
+    assert split_text("", [1, 2]) == ["", ""]
+
+
+def test_tokens_come_from_word_times_or_are_spread_over_the_segment() -> None:
+    timed = Transcript(
+        "Hello there.",
+        "en",
+        (Segment(0.5, 1.5, "Hello there.", (Word(0.5, 0.9, " Hello"), Word(1.0, 1.5, " there."))),),
+    )
+    tokens = tokens_of(3, timed, offset=10.0, duration=2.0, speaker="S1")
+    assert [(t.piece, t.start, t.text, t.speaker) for t in tokens] == [
+        (3, 10.5, "Hello", "S1"),
+        (3, 11.0, "there.", "S1"),
+    ]
+    plain = tokens_of(0, Transcript("three plain words"), offset=0.0, duration=3.0)
+    assert [t.text for t in plain] == ["three", "plain", "words"]
+    assert plain[0].start == 0.0 and abs(plain[-1].end - 3.0) < 1e-9
