@@ -1,4 +1,4 @@
-"""The model cache: what a model name means, where it is kept, how it is fetched or assembled.
+"""The model cache: what a model name means, where it is kept, how it is fetched.
 
 ``_cache`` knows names and places (the Hugging Face cache, ``download_root``) and lists what
 is kept; ``_downloads`` fetches Piper voices and converts Hub models for CTranslate2;

@@ -1,1 +1,1 @@
-"""_recordings"""
+"""Whole recordings: file dubs, the project file and its runs, sentences, timing reports."""
