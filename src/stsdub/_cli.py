@@ -224,6 +224,13 @@ def _add_dub_parser(sub: Any) -> None:
         default=0.3,
         help="shortest pause that ends a fragment, seconds (default: 0.3)",
     )
+    seg.add_argument(
+        "--units",
+        choices=("sentences", "fragments"),
+        default="sentences",
+        help="translate whole sentences, each once, with the ones before as context, and split"
+        " them back over the fragments (default); fragments: each fragment alone",
+    )
     out = dub.add_argument_group("output")
     out.add_argument(
         "--background",
@@ -429,6 +436,7 @@ def _cmd_dub(args: argparse.Namespace) -> int:
         "resume": args.resume,
         "transcript_srt": args.transcript_srt,
         "translation_srt": args.translation_srt,
+        "units": args.units,
     }
     if batch:
         if args.report is not None:

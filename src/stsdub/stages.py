@@ -21,6 +21,12 @@ Optional members the pipeline uses when present:
     the pipeline asks such a translator once more with a :class:`LengthBudget` (characters,
     the seconds they stand for, and the too-long translation) and speaks the shorter text.
     Translators without it are never sent a budget.
+``supports_context``
+    ``True`` on a translator that reads :attr:`TranslationRequest.context`: the sentences said
+    before this one, with their translations (DeepL's ``context`` parameter, the preceding
+    lines of an LLM's prompt). A file dub translates whole sentences, each once, and gives
+    such a translator the same speaker's preceding sentences; translators without it get the
+    whole sentence alone (and ``previous_text`` / ``previous_translation`` as always).
 ``speaker_voices(language, voice)``
     On a synthesizer: the voices it can give distinct speakers in ``language``, as two
     sequences ``(lower, higher)`` (male-sounding and female-sounding, or as close as the

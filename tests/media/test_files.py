@@ -41,7 +41,9 @@ def test_dubbed_audio_keeps_the_input_timeline_and_subtitles_follow_fragments(
 ) -> None:
     path, samples, rate = speech_file
     events: list[FileProgress] = []
-    dubbed = dub_file(fake_dubber(), path, tmp_path / "talk.de.flac", on_progress=events.append)
+    dubbed = dub_file(
+        fake_dubber(), path, tmp_path / "talk.de.flac", on_progress=events.append, units="fragments"
+    )
     assert isinstance(dubbed, DubbedFile)
     data, out_rate = soundfile.read(str(tmp_path / "talk.de.flac"), dtype="float32")
     assert out_rate == rate and data.size == samples.size
@@ -101,7 +103,9 @@ def test_models_are_reused_inside_with(speech_file, tmp_path: Path) -> None:
 def test_failures_are_reported_and_fall_back(speech_file, tmp_path: Path) -> None:
     path, samples, rate = speech_file
     synth = FakeSynthesizer(fail={1: ErrorCode.SYNTHESIS_FAILED})
-    dubbed = dub_file(fake_dubber(synthesizer=synth, fallback="original"), path, tmp_path / "f.wav")
+    dubbed = dub_file(
+        fake_dubber(synthesizer=synth, fallback="original"), path, tmp_path / "f.wav", units="fragments"
+    )
     assert dubbed.counts == {Status.SUCCESS: 3, Status.PARTIAL: 0, Status.FAILED: 1}
     assert not dubbed.ok
     data, _ = soundfile.read(str(tmp_path / "f.wav"), dtype="float32")
@@ -180,7 +184,7 @@ def test_html_shows_audio_transcript_and_translation(speech_file) -> None:
     path, _, _ = speech_file
     dubbed = dub_file(fake_dubber(), path, None)
     page = dubbed._repr_html_()
-    assert "<audio" in page and "speech 2" in page and "[de] speech 2" in page
+    assert "<audio" in page and "speech 2" in page and "[de] speech" in page
     assert "talk.flac" in repr(dubbed)
 
 

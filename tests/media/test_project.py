@@ -62,7 +62,8 @@ def test_stop_edit_in_python_and_in_the_srt_then_resume_only_what_changed(talk: 
     out = tmp_path / "talk.de.wav"
     synth = FakeSynthesizer()
     dubber, asr, translator = fakes(synth)
-    stopped = dub_file(dubber, talk, out, stop_after="translate")
+    # Segment by segment (units="fragments"): each of the fake's lines is its own segment's.
+    stopped = dub_file(dubber, talk, out, stop_after="translate", units="fragments")
     project = stopped.project
     assert project is not None and stopped.output is None and not out.exists()
     assert project.phase == "translate" and len(project.segments) == 3
@@ -107,13 +108,13 @@ def test_stop_edit_in_python_and_in_the_srt_then_resume_only_what_changed(talk: 
 
 def test_a_new_transcript_is_translated_again(talk: Path, tmp_path: Path) -> None:
     dubber, asr, translator = fakes()
-    project = dub_file(dubber, talk, tmp_path / "o.wav", stop_after="transcribe").project
+    project = dub_file(dubber, talk, tmp_path / "o.wav", stop_after="transcribe", units="fragments").project
     assert project is not None and project.phase == "transcribe"
     assert all(s.translation is None for s in project.segments) and translator.requests == []
     assert not (project.folder / "translation.srt").exists()
     srt = project.folder / "transcript.srt"
     srt.write_text(srt.read_text().replace("speech 1", "hello there"))
-    resumed = dub_file(dubber, resume=project.folder, stop_after="translate").project
+    resumed = dub_file(dubber, resume=project.folder, stop_after="translate", units="fragments").project
     assert resumed is not None
     assert [s.translation for s in resumed.segments] == ["[de] speech 0", "[de] hello there", "[de] speech 2"]
     assert [r.text for r in translator.requests] == ["speech 0", "hello there", "speech 2"]

@@ -283,6 +283,29 @@ async def test_a_remote_stage_declares_what_the_stage_behind_it_supports() -> No
 
 
 @pytest.mark.anyio
+async def test_a_remote_translator_reads_context_when_the_one_behind_it_does() -> None:
+    behind = FakeTranslator(context=True)
+    reading = RemoteTranslator(transport=LocalTransport("translator", behind))
+    plain = RemoteTranslator(transport=LocalTransport("translator", FakeTranslator()))
+    for remote in (reading, plain):
+        await remote.warmup()
+    assert reading.supports_context is True  # type: ignore[attr-defined]
+    assert getattr(plain, "supports_context", False) is False
+    context = (("And so, my fellow Americans,", "Y así, mis compatriotas,"),)
+    request = TranslationRequest(
+        text="ask not what your country can do for you.",
+        source_language="en",
+        target_language="es",
+        context=context,
+        stream_id="s",
+        sequence_number=1,
+    )
+    assert (await reading.translate(request)).text == "[es] ask not what your country can do for you."
+    # The preceding sentences crossed the wire as they were sent.
+    assert [r.context for r in behind.requests] == [context]
+
+
+@pytest.mark.anyio
 async def test_the_pipeline_asks_a_remote_synthesizer_for_another_speed() -> None:
     stage = _SpeedTone(1.3)
     stages = remote_stages(synthesizer=stage)

@@ -87,6 +87,21 @@ def test_check_stage(make: MakeStage, server: DeepLServer) -> None:
     assert "Good evening." in contexts  # the conformance check's "with context" request
 
 
+@pytest.mark.anyio
+async def test_preceding_sentences_are_the_context_when_the_request_carries_them(
+    make: MakeStage, server: DeepLServer
+) -> None:
+    stage = make()
+    assert stage.supports_context is True and make(context=False).supports_context is False
+    pairs = (("Thank you all.", "Danke euch allen."), ("We are here.", "Wir sind hier."))
+    await stage.translate(request("Let us begin.", context=pairs, previous_text="We are here."))
+    await stage.translate(request("Again.", previous_text="Let us begin."))
+    assert [r.body.get("context") for r in server.translate_requests()] == [
+        "Thank you all. We are here.",
+        "Let us begin.",  # without them, the previous text as before
+    ]
+
+
 def test_check_plugin_by_name(server: DeepLServer) -> None:
     assert check_plugin("translator", "deepl", server_url=server.url, auth_key=server.auth_key).ok
 

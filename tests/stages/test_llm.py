@@ -96,6 +96,19 @@ async def test_context_glossary_and_instructions_are_in_the_prompt(
     assert "What a pass." not in server.chat_requests()[-1].user
 
 
+@pytest.mark.anyio
+async def test_preceding_sentences_and_their_translations_are_in_the_prompt(
+    make: MakeStage, server: OpenAIServer
+) -> None:
+    stage = make()
+    assert stage.supports_context is True
+    pairs = (("Thank you all.", "Gracias a todos."), ("We are here.", "Estamos aquí."))
+    await stage.translate(request("Let us begin.", context=pairs, previous_text="We are here."))
+    user = server.chat_requests()[-1].user
+    assert "English: Thank you all.\nSpanish: Gracias a todos.\nEnglish: We are here." in user
+    assert "do not translate them again" in user and user.endswith("Spanish:\nLet us begin.")
+
+
 def test_environment_variables_name_the_server_and_key(
     server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -203,9 +203,11 @@ class DeepLTranslator:
         formality: ``"less"``, ``"more"``, ``"prefer_less"``, ``"prefer_more"`` or
             ``"default"``. The ``prefer_`` forms also work for languages without formality.
         glossary: Glossary id (or ``deepl.GlossaryInfo``); needs a known source language.
-        context: Send the stream's previous source text as DeepL's ``context`` (not billed,
-            not translated). Fragments with different context cannot share a request, so
-            with context on, requests batch only across fragments that share it.
+        context: Send what was said before as DeepL's ``context`` (not billed, not
+            translated): the preceding sentences of the speaker when the request carries them
+            (``TranslationRequest.context``; the translator declares ``supports_context``),
+            else the stream's previous source text. Fragments with different context cannot
+            share a request, so with context on, requests batch only across those that share it.
         model_type: DeepL's ``model_type``, e.g. ``"latency_optimized"``.
         timeout: Seconds to wait for DeepL's answer to one request.
         connect_timeout: Seconds to wait for the connection.
@@ -267,6 +269,8 @@ class DeepLTranslator:
         self.formality = formality
         self.glossary = glossary
         self.context = context
+        #: Reads TranslationRequest.context: a file dub sends the preceding sentences.
+        self.supports_context = context
         self.model_type = model_type
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -430,7 +434,9 @@ class DeepLTranslator:
                 ErrorCode.UNSUPPORTED_LANGUAGE,
                 "a DeepL glossary needs the source language; set source_language",
             )
-        context = request.previous_text if self.context and request.previous_text else None
+        context = None
+        if self.context:
+            context = " ".join(source for source, _ in request.context) or request.previous_text or None
         return (source, target, context, formality, glossary)
 
     def _send(self, key: tuple[Any, ...], texts: list[str]) -> list[Translation]:

@@ -197,8 +197,10 @@ class LLMTranslator:
         glossary: ``{"source term": "target term"}``; the terms that occur in a line are put
             in its prompt, to be translated as given.
         instructions: Further instructions for the model (tone, register, audience).
-        context: Put the stream's previous line and its translation in the prompt (as
-            context, not to be translated).
+        context: Put what was said before in the prompt (as context, not to be translated):
+            the speaker's preceding sentences and their translations when the request carries
+            them (``TranslationRequest.context``, from a file dub: the translator declares
+            ``supports_context``), else the stream's previous line and its translation.
         temperature: Sampling temperature (``None``: the server's default).
         max_tokens: Most tokens per answer (``None``: the server's default).
         timeout: Seconds to wait for one answer.
@@ -263,6 +265,8 @@ class LLMTranslator:
         self.glossary = dict(glossary or {})
         self.instructions = instructions
         self.context = context
+        #: Reads TranslationRequest.context: a file dub sends the preceding sentences.
+        self.supports_context = context
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.timeout = timeout
@@ -311,8 +315,14 @@ class LLMTranslator:
     def _user(self, request: TranslationRequest) -> str:
         target = language_name(request.target_language)
         parts = []
-        if self.context and request.previous_text:
-            source = language_name(request.source_language) if request.source_language else "Source"
+        source = language_name(request.source_language) if request.source_language else "Source"
+        if self.context and request.context:
+            # The speaker's preceding sentences and how they were translated (a file dub).
+            lines = ["Preceding lines, for context only (do not translate them again):"]
+            for said, translated in request.context:
+                lines += [f"{source}: {said}", f"{target}: {translated}"]
+            parts.append("\n".join(lines))
+        elif self.context and request.previous_text:
             context = (
                 "Previous line, for context only (do not translate it again):"
                 f"\n{source}: {request.previous_text}"

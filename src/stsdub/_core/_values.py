@@ -385,6 +385,10 @@ class LengthBudget:
     chars_per_second: float | None = None
 
 
+def _context_pairs(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(source), str(translation)) for source, translation in value)
+
+
 @attrs.frozen(kw_only=True)
 class TranslationRequest(_StageRequest):
     """Input of :meth:`stsdub.stages.Translator.translate`."""
@@ -399,6 +403,11 @@ class TranslationRequest(_StageRequest):
     #: A length the translation should keep to, or ``None``; set only for translators that
     #: declare ``supports_length_budget = True``.
     budget: LengthBudget | None = None
+    #: The sentences said before this one (by the same speaker, or in the same recording),
+    #: oldest first, as ``(source text, translation)`` pairs: what a translator that reads
+    #: context needs to translate this one consistently (pronouns, terms, register). Set only
+    #: for translators that declare ``supports_context = True``; never to be translated.
+    context: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_context_pairs)
 
 
 @attrs.frozen(kw_only=True)

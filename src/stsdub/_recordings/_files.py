@@ -50,6 +50,7 @@ from .._speakers import _casting
 from ..errors import ConfigurationError, StsdubError
 from ._project import DubProject
 from ._run import ProjectRun
+from ._translate import SentencePlan, Unit, check_units, file_cues, plan_sentences
 
 if TYPE_CHECKING:
     from .._core._audio import FloatArray
@@ -67,8 +68,8 @@ DEFAULT_ORIGINAL_LEVEL = 0.25
 class FileProgress:
     """Where :func:`dub_file` is: ``phase`` is ``decode``, ``segment``, ``load``, ``dub`` or
     ``write`` (and ``separate``, ``diarize`` with those stages; ``transcribe``, ``translate``
-    in a project); ``done`` of ``total`` fragments
-    during ``dub`` (segments during ``transcribe`` and ``translate``)."""
+    when translating by sentences, and in a project); ``done`` of ``total`` fragments
+    during ``dub`` and ``transcribe`` (sentences during ``translate``; segments in a project)."""
 
     phase: str
     done: int = 0
@@ -199,9 +200,11 @@ async def adub_file(
     resume: str | os.PathLike[str] | DubProject | None = None,
     transcript_srt: str | os.PathLike[str] | None = None,
     translation_srt: str | os.PathLike[str] | None = None,
+    units: str = "sentences",
     **overrides: Any,
 ) -> DubbedFile:
     """Dub an audio or video file; the async form of :func:`dub_file` (same arguments)."""
+    check_units(units)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     output_path = Path(output) if output is not None else None
@@ -283,6 +286,7 @@ async def adub_file(
     parts: Separation | None = None
     speech: list[Piece] = []
     audio16k: FloatArray | None = None
+    sentence_units: Sequence[Unit] | None = None
 
     async def segment() -> None:
         nonlocal speech, audio16k, t
@@ -295,7 +299,7 @@ async def adub_file(
         t = mark("segment", t)
 
     async def work() -> list[DubResult] | None:
-        nonlocal heard, parts, t, speech
+        nonlocal heard, parts, t, speech, sentence_units
         if background == "separate":  # the separator is a model: it runs once the Dubber is open
             report("separate")
             parts = await dubber.separate(AudioBuffer(source.samples, source.sample_rate))
@@ -313,7 +317,9 @@ async def adub_file(
                 )
                 run_project.set_speakers(speech, labels, cast, rate)
                 t = mark("diarize", t)
-            return await run_project.run(dubber, speech, heard, audio16k, out_rate, report)
+            made = await run_project.run(dubber, speech, heard, audio16k, out_rate, report, units=units)
+            sentence_units = run_project.units
+            return made
         # Who speaks each speech piece, when the Dubber has a diarizer; each gets a voice.
         speakers: list[str | None] = []
         voices = overrides
@@ -324,7 +330,11 @@ async def adub_file(
             )
             voices = {**overrides, "voices": cast}
             t = mark("diarize", t)
-        return await _dub(dubber, input_path, speech, heard, audio16k, out_rate, voices, report, speakers)
+        made, plan = await _dub(
+            dubber, input_path, speech, heard, audio16k, out_rate, voices, report, speakers, units=units
+        )
+        sentence_units = plan.units if plan is not None else None
+        return made
 
     if background != "separate":
         await segment()
@@ -352,7 +362,7 @@ async def adub_file(
     source_language = _setting(dubber, overrides, "source_language") or next(
         (r.transcript.language for r in results if r.transcript is not None and r.transcript.language), None
     )
-    source_cues, target_cues = _cues(speech, source.sample_rate, results)
+    source_cues, target_cues = file_cues(speech, source.sample_rate, results, sentence_units)
     written: list[Path] = []
     if output_path is not None and out_plan is not None:
         written = await anyio.to_thread.run_sync(
@@ -425,9 +435,31 @@ async def _dub(
     overrides: Mapping[str, Any],
     report: Callable[[str, int, int], None],
     speakers: Sequence[str | None] = (),
-) -> list[DubResult]:
+    *,
+    units: str = "sentences",
+) -> tuple[list[DubResult], SentencePlan | None]:
     rate = source.sample_rate
     stream_id = f"file:{input_path.name}"
+
+    # Whole sentences: every piece heard first, each sentence translated once (_translate.py);
+    # the fragments then carry their texts and the stream only speaks them.
+    plan: SentencePlan | None = None
+    if units == "sentences" and speech:
+        spans = []
+        for piece in speech:
+            a = round(piece.start * ANALYSIS_RATE / rate)
+            spans.append((a, max(a + 1, round(piece.end * ANALYSIS_RATE / rate))))
+        plan = await plan_sentences(
+            dubber,
+            audio16k,
+            spans,
+            speakers=speakers,
+            source_language=_setting(dubber, overrides, "source_language"),
+            target_language=_setting(dubber, overrides, "target_language"),
+            timeout=float(_setting(dubber, overrides, "fragment_timeout")),
+            stream_id=stream_id,
+            report=report,
+        )
 
     # Each fragment takes along up to max_borrow of the pause after it, marked as its tail:
     # speech that runs long borrows from it before it is sped up (docs/duration-matching.md).
@@ -442,6 +474,7 @@ async def _dub(
             metadata: dict[str, Any] = {"start": piece.start / rate, "end": piece.end / rate}
             if tail:
                 metadata[TAIL_KEY] = tail / rate
+            transcript, translation = plan.given(n) if plan is not None else (None, None)
             yield Fragment(
                 n,
                 audio16k[a:b],
@@ -450,17 +483,22 @@ async def _dub(
                 timestamp_ms=round(piece.start * 1000 / rate),
                 metadata=metadata,
                 speaker=speakers[n] if n < len(speakers) else None,
+                transcript=transcript,
+                translation=translation,
             )
 
     results: list[DubResult] = []
     report("dub", 0, len(speech))
     async with dubber.dub(fragments(), output_sample_rate=out_rate, **overrides) as stream:
         async for result in stream:
+            if plan is not None and plan.silent_share(result.sequence_number):
+                note = "its sentence's translation has fewer words than the pieces it spans: silent here"
+                result = attrs.evolve(result, warnings=(*result.warnings, note))
             results.append(result)
             report("dub", len(results), len(speech))
     if len(results) != len(speech):  # the Dubber promises one result per fragment
         raise StsdubError(f"expected {len(speech)} results, got {len(results)}")
-    return results
+    return results, plan
 
 
 #: A speech piece is cut at a speaker change only where both sides keep at least this many
@@ -634,26 +672,6 @@ def _assemble(
     return track
 
 
-def _cues(speech: list[Piece], rate: int, results: list[DubResult]) -> tuple[list[Cue], list[Cue]]:
-    """One cue per fragment that has words, trimmed to the speech by the segment times."""
-    heard: list[Cue] = []
-    said: list[Cue] = []
-    for piece, result in zip(speech, results, strict=True):
-        start, end = piece.start / rate, piece.end / rate
-        if result.transcript is None or not result.transcript.text.strip():
-            continue
-        segments = result.transcript.transcript.segments
-        if segments:
-            first = start + min(s.start for s in segments)
-            last = start + max(s.end for s in segments)
-            if start <= first < last:
-                start, end = first, min(last, end)
-        heard.append(Cue(start, end, result.transcript.text.strip(), result.speaker))
-        if result.translation is not None and result.translation.text.strip():
-            said.append(Cue(start, end, result.translation.text.strip(), result.speaker))
-    return heard, said
-
-
 def _write(
     input_path: Path,
     out_plan: OutputPlan,
@@ -746,6 +764,12 @@ def dub_file(
             is not called). Implies ``project=True``.
         translation_srt: An SRT file with the translation (the translator is not called); its
             cues are matched to the segments by time. Implies ``project=True``.
+        units: What is translated at a time. ``"sentences"`` (the default): every fragment is
+            transcribed first, the words are joined into sentences across the pauses, and
+            each sentence is translated once, with the speaker's preceding sentences as
+            context (translators with ``supports_context``), then split back over its
+            fragments; subtitles show one sentence per cue. ``"fragments"``: each fragment
+            alone, as a live stream does.
         **overrides: Stream settings for this file: ``source_language``, ``target_language``,
             ``voice``, ``fragment_timeout``, ``fallback``, ``max_inflight``…
 

@@ -59,6 +59,8 @@ from ._project import (
     project_folder,
     read_srt,
 )
+from ._sentences import Sentence, sentences, tokens_of
+from ._translate import Unit, piece_translations, translate_units
 
 if TYPE_CHECKING:
     from .._core._audio import FloatArray
@@ -91,6 +93,8 @@ class ProjectRun:
     _phase: str = "segment"
     _saved_at: float = 0.0
     synthesized: int = 0
+    #: The sentences this run translated (for the subtitles); ``None`` when it translated none.
+    units: list[Unit] | None = None
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -363,8 +367,14 @@ class ProjectRun:
         audio16k: FloatArray,
         out_rate: int,
         report: Callable[[str, int, int], None],
+        *,
+        units: str = "sentences",
     ) -> list[DubResult] | None:
-        """Run the phases still to do; the results, or ``None`` when it stopped after a phase."""
+        """Run the phases still to do; the results, or ``None`` when it stopped after a phase.
+
+        ``units="sentences"`` translates the segments still to translate sentence by sentence
+        (joined across consecutive segments), ``"fragments"`` each segment alone.
+        """
         if self.translation_cues is not None:
             texts = assign_cues(self.translation_cues, self.segments, self.translation_name)
             self.segments = [attrs.evolve(s, translation=texts.get(s.index, "")) for s in self.segments]
@@ -375,6 +385,8 @@ class ProjectRun:
             await anyio.to_thread.run_sync(lambda: self.save(dubber, subtitles=True))
             return None
         check_texts(self.segments)
+        if units == "sentences":
+            await self._translate_sentences(dubber, report)
         await self._translate(dubber, report)
         self._phase = _later(self._phase, "translate")
         check_texts(self.segments)
@@ -427,6 +439,65 @@ class ProjectRun:
                 )
             report("transcribe", done, len(todo))
             await self._save_soon(dubber)
+
+    def _sentences(self, todo: list[ProjectSegment], language: str | None) -> list[Sentence]:
+        """The sentences of the segments in ``todo``, joined only across consecutive ones.
+
+        A segment keeps no word times, so its words are spread over where the ASR heard speech.
+        """
+        runs: list[list[ProjectSegment]] = []
+        for s in todo:
+            if runs and runs[-1][-1].index + 1 == s.index:
+                runs[-1].append(s)
+            else:
+                runs.append([s])
+        found: list[Sentence] = []
+        for run in runs:
+            tokens = []
+            for s in run:
+                assert s.transcript is not None
+                words = (Segment(s.speech[0], s.speech[1], s.transcript),) if s.speech is not None else ()
+                heard = Transcript(s.transcript, language, words)
+                tokens += tokens_of(s.index, heard, s.start, s.duration, s.speaker)
+            found += sentences(tokens)
+        return found
+
+    async def _translate_sentences(self, dubber: Dubber, report: Callable[[str, int, int], None]) -> None:
+        """Translate the segments still to translate by whole sentences, each once.
+
+        A segment whose sentence failed is marked failed; one the split left without words
+        (a translation shorter than the segments it spans) is translated alone afterwards.
+        """
+        stages, _ = dubber._require_open()
+        source = self._setting(dubber, "source_language")
+        target = str(self._setting(dubber, "target_language"))
+        todo = [s for s in self.segments if s.transcript and s.translation is None]
+        if not todo or stages.translator is None or same_language(source, target):
+            return
+        units = await translate_units(
+            dubber,
+            self._sentences(todo, source),
+            source_language=source,
+            target_language=target,
+            timeout=self._timeout(dubber),
+            stream_id=self._stream_id(),
+            report=report,
+        )
+        self.units = units
+        shares = piece_translations(units, len(self.segments))
+        errors = {
+            p: u.translation
+            for u in units
+            if isinstance(u.translation, StageError)
+            for p in u.sentence.pieces
+        }
+        for s in todo:
+            share = shares[s.index]
+            if share is None and s.index in errors:
+                self.segments[s.index] = attrs.evolve(s, status="failed", error=str(errors[s.index]))
+            elif share:
+                self.segments[s.index] = attrs.evolve(s, translation=share, status="translated", error=None)
+        await self._save_soon(dubber)
 
     async def _translate(self, dubber: Dubber, report: Callable[[str, int, int], None]) -> None:
         stages, _ = dubber._require_open()

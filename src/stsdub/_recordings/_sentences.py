@@ -51,6 +51,8 @@ class Token:
     end: float
     text: str
     speaker: str | None = None
+    #: The language the ASR heard the piece in, when it said.
+    language: str | None = None
 
 
 @attrs.frozen
@@ -74,6 +76,10 @@ class Sentence:
     @property
     def speaker(self) -> str | None:
         return self.tokens[0].speaker
+
+    @property
+    def language(self) -> str | None:
+        return self.tokens[0].language
 
     @property
     def pieces(self) -> tuple[int, ...]:
@@ -101,13 +107,20 @@ def _spread(text: str, start: float, end: float) -> list[tuple[float, float, str
 
 
 def tokens_of(
-    piece: int, transcript: Transcript, offset: float, duration: float, speaker: str | None = None
+    piece: int,
+    transcript: Transcript,
+    offset: float,
+    duration: float,
+    speaker: str | None = None,
+    language: str | None = None,
 ) -> list[Token]:
     """The words of one piece's transcript, placed in the recording (``offset`` s in).
 
     Word times come from the ASR's word timestamps; a segment without words has its text
     spread over the segment, and a transcript without segments over the whole piece.
+    ``language`` defaults to the transcript's.
     """
+    language = language or transcript.language
     found: list[tuple[float, float, str]] = []
     if transcript.segments:
         for segment in transcript.segments:
@@ -116,7 +129,7 @@ def tokens_of(
     else:
         found = _spread(transcript.text, 0.0, duration)
     return [
-        Token(piece, offset + max(0.0, a), offset + max(a, b, 0.0), text, speaker)
+        Token(piece, offset + max(0.0, a), offset + max(a, b, 0.0), text, speaker, language)
         for a, b, text in found
         if text
     ]
@@ -152,7 +165,7 @@ def sentences(
     """The sentences of a recording's tokens (in time order).
 
     A sentence ends after a word with terminal punctuation, before a pause longer than
-    ``max_pause`` seconds, and where the speaker changes; one longer than ``max_seconds``
+    ``max_pause`` seconds, and where the speaker or the language changes; one longer than ``max_seconds``
     is split at a clause boundary (a comma, a clause word such as "and" or "because", or
     the longest pause near its middle). Fragment edges never end one by themselves.
     """
@@ -163,6 +176,7 @@ def sentences(
             _ends_sentence(current[-1])
             or token.start - current[-1].end > max_pause
             or token.speaker != current[-1].speaker
+            or token.language != current[-1].language
         ):
             units.append(current)
             current = []

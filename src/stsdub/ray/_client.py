@@ -234,9 +234,11 @@ class RemoteStage:
         """Ask a replica which capabilities its stage declares, and declare them here.
 
         A remote synthesizer then ``supports_speed`` when the stage behind it does, and a
-        remote translator ``supports_length_budget``, so the pipeline asks for another
-        speaking rate or a shorter text as it would in-process. A replica that cannot say
-        (an older stsdub, or no answer within ``timeout``) leaves them off, with a warning:
+        remote translator ``supports_length_budget`` and ``supports_context``, so the pipeline
+        asks for another speaking rate or a shorter text, and sends a file's preceding
+        sentences, as it would in-process (a request's ``context`` travels as it is). A
+        replica that cannot say (an older stsdub, or no answer within ``timeout``) leaves
+        them off, with a warning:
         the dub goes on, stretching instead.
         """
         flags = CAPABILITIES[self.kind]

@@ -40,7 +40,7 @@ _REQUESTS: dict[str, type] = {
 #: describe envelope, so a remote stage declares what the stage behind it does.
 CAPABILITIES: dict[str, tuple[str, ...]] = {
     "asr": (),
-    "translator": ("supports_length_budget",),
+    "translator": ("supports_length_budget", "supports_context"),
     "synthesizer": ("supports_speed",),
 }
 

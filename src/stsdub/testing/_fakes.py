@@ -232,17 +232,25 @@ class FakeTranslator(_FakeStage[TranslationRequest]):
 
     With ``length_budget=True`` it declares ``supports_length_budget`` and answers a request
     that carries a :class:`~stsdub.LengthBudget` with that text cut, at a word, to the
-    budget's ``max_chars``.
+    budget's ``max_chars``. With ``context=True`` it declares ``supports_context``, so it is
+    sent :attr:`~stsdub.TranslationRequest.context` (kept in ``requests``, not translated).
     """
 
     kind = "translator"
 
     def __init__(
-        self, *, supported: Iterable[str] | None = None, length_budget: bool = False, **kwargs: Any
+        self,
+        *,
+        supported: Iterable[str] | None = None,
+        length_budget: bool = False,
+        context: bool = False,
+        **kwargs: Any,
     ) -> None:
         self.supported = None if supported is None else frozenset(supported)
         if length_budget:
             self.supports_length_budget = True
+        if context:
+            self.supports_context = True
         super().__init__(**kwargs)
 
     def _produce(self, request: TranslationRequest) -> Translation:
