@@ -68,3 +68,25 @@ def test_tokens_come_from_word_times_or_are_spread_over_the_segment() -> None:
     plain = tokens_of(0, Transcript("three plain words"), offset=0.0, duration=3.0)
     assert [t.text for t in plain] == ["three", "plain", "words"]
     assert plain[0].start == 0.0 and abs(plain[-1].end - 3.0) < 1e-9
+
+
+def test_a_full_stop_at_a_pieces_end_is_believed_only_before_a_real_pause() -> None:
+    # Whisper ends every piece with a full stop, half-sentences too.
+    first = _tokens((0, 0.0, "As many of you know."))
+    after_breath = _tokens((1, 1.9, "The old building is closed."))
+    (joined,) = sentences(first + after_breath)
+    assert joined.text == "As many of you know the old building is closed."
+    assert joined.pieces == (0, 1) and joined.text_in(0) == "As many of you know"
+    after_pause = _tokens((1, 2.6, "The old building is closed."))
+    assert [u.text for u in sentences(first + after_pause)] == [
+        "As many of you know.",
+        "The old building is closed.",
+    ]
+    # A question is a question, however short the pause; so is a full stop inside a piece.
+    asked = _tokens((0, 0.0, "Really?")) + _tokens((1, 0.6, "I think so."))
+    assert len(sentences(asked)) == 2
+    inside = _tokens((0, 0.0, "Yes. I think so."))
+    assert len(sentences(inside)) == 2
+    # "I" and names keep their capital.
+    mine = _tokens((0, 0.0, "So.")) + _tokens((1, 0.7, "I went to Paris."))
+    assert sentences(mine)[0].text == "So I went to Paris."

@@ -27,8 +27,15 @@ DEFAULT_MAX_PAUSE = 2.0
 #: A sentence longer than this is split at a clause boundary: longer units neither
 #: translate better nor fit one subtitle.
 DEFAULT_MAX_SECONDS = 15.0
+#: Whisper ends every piece it is given with a full stop, a half-sentence too ("As many of
+#: you know." / "The old building on Station Road."). A full stop at a piece's end is
+#: believed only when the pause after it is at least this long (seconds); a shorter one is a
+#: breath, and the sentence goes on. A question or exclamation mark is believed anyway.
+DEFAULT_EDGE_PAUSE = 0.6
 _TERMINAL = re.compile(r"[.!?…。！？؟]['\"”’»)\]]*$")
 _CLAUSE = re.compile(r"[,;:—–]['\"”’»)\]]*$")
+_FULL_STOP = re.compile(r"(?:\.|…|\.\.\.)$")
+_SURE = re.compile(r"[!?！？؟]['\"”’»)\]]*$")
 # Words a clause often starts with: an over-long sentence without commas splits before one.
 _CLAUSE_STARTS = frozenset(
     {
@@ -156,30 +163,62 @@ def _split_long(tokens: list[Token], max_seconds: float) -> list[list[Token]]:
     return _split_long(tokens[:cut], max_seconds) + _split_long(tokens[cut:], max_seconds)
 
 
+def _joined(before: Token, after: Token) -> tuple[Token, Token]:
+    """Two tokens either side of a full stop that turned out to be a piece's edge, rejoined:
+    the stop dropped, and the next word's capital too where it is a plain word."""
+    text = _FULL_STOP.sub("", before.text) or before.text
+    word = after.text
+    if (
+        len(word) > 1
+        and word[0].isupper()
+        and word[1:].islower()
+        and word != "I"
+        and not word.startswith("I'")
+    ):
+        word = word[0].lower() + word[1:]
+    return attrs.evolve(before, text=text), attrs.evolve(after, text=word)
+
+
 def sentences(
     tokens: Iterable[Token],
     *,
     max_pause: float = DEFAULT_MAX_PAUSE,
     max_seconds: float = DEFAULT_MAX_SECONDS,
+    edge_pause: float = DEFAULT_EDGE_PAUSE,
 ) -> list[Sentence]:
     """The sentences of a recording's tokens (in time order).
 
     A sentence ends after a word with terminal punctuation, before a pause longer than
-    ``max_pause`` seconds, and where the speaker or the language changes; one longer than ``max_seconds``
-    is split at a clause boundary (a comma, a clause word such as "and" or "because", or
-    the longest pause near its middle). Fragment edges never end one by themselves.
+    ``max_pause`` seconds, and where the speaker or the language changes; one longer than
+    ``max_seconds`` is split at a clause boundary (a comma, a clause word such as "and" or
+    "because", or the longest pause near its middle). Fragment edges never end one by
+    themselves, and a full stop at a piece's last word ends a sentence only before a pause
+    of ``edge_pause`` seconds or more (see :data:`DEFAULT_EDGE_PAUSE`); otherwise the stop is
+    dropped and the sentence goes on into the next piece.
     """
     units: list[list[Token]] = []
     current: list[Token] = []
     for token in tokens:
-        if current and (
-            _ends_sentence(current[-1])
-            or token.start - current[-1].end > max_pause
-            or token.speaker != current[-1].speaker
-            or token.language != current[-1].language
-        ):
-            units.append(current)
-            current = []
+        if current:
+            last = current[-1]
+            pause = token.start - last.end
+            doubted = (
+                token.piece != last.piece
+                and pause < edge_pause
+                and _ends_sentence(last)
+                and not _SURE.search(last.text)
+                and bool(_FULL_STOP.search(last.text))
+            )
+            if doubted and token.speaker == last.speaker and token.language == last.language:
+                current[-1], token = _joined(last, token)
+            elif (
+                _ends_sentence(last)
+                or pause > max_pause
+                or token.speaker != last.speaker
+                or token.language != last.language
+            ):
+                units.append(current)
+                current = []
         current.append(token)
     if current:
         units.append(current)
