@@ -205,3 +205,27 @@ def test_the_asr_of_the_first_phase_is_prompted_with_the_transcript_before(speec
     requests: list[ASRRequest] = asr.requests
     assert [r.previous_transcript for r in requests] == [None, *HEARD[:3]]
     assert len(requests) == 4  # heard once: the stream does not transcribe again
+
+
+def test_a_pieces_share_is_still_shortened_when_its_speech_will_not_fit(speech) -> None:
+    path, _, _ = speech
+    translator = FakeTranslator(length_budget=True)
+    # Speech twice as long as its time: a translator that keeps to budgets is asked again.
+    dubber = stsdub.Dubber(
+        heard(HEARD),
+        translator,
+        FakeSynthesizer(duration_ratio=2.0),
+        source_language="en",
+        target_language="es",
+    )
+    dubbed = dub_file(dubber, path, None)
+    whole = [r for r in translator.requests if r.budget is None]
+    asked = [r for r in translator.requests if r.budget is not None]
+    assert [r.text for r in whole] == [HEARD[0], WHOLE]  # the sentences, once each
+    # Each piece's share is shortened alone, from its own source words and the share it had.
+    shortened = [r for r in dubbed.results if r.fit is not None and r.fit.shortened]
+    assert shortened
+    for result in shortened:
+        (request,) = [a for a in asked if a.sequence_number == result.sequence_number]
+        assert request.text == HEARD[result.sequence_number]
+        assert request.budget is not None and request.budget.previous == result.fit.long_text

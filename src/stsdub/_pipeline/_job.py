@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._duration import DurationMatcher
     from ._runner import StageRunner
 
-__all__ = ["TAIL_KEY", "Job", "SpeakingRate", "Stages", "StreamConfig", "Ticket"]
+__all__ = ["SHORTENABLE_KEY", "TAIL_KEY", "Job", "SpeakingRate", "Stages", "StreamConfig", "Ticket"]
 
 
 @attrs.frozen
@@ -154,6 +154,10 @@ _MIN_SPAN_SECONDS = 0.3
 #: The fragment metadata key a host sets to the seconds of pause it appended after the
 #: fragment's own speech (see docs/duration-matching.md, "Borrowing time").
 TAIL_KEY = "stsdub.tail_seconds"
+#: The fragment metadata key a host sets (to ``True``) on a fragment whose given translation
+#: is its share of a longer one (a file dub's sentence), not a text a person reviewed: a
+#: translator that keeps to length budgets may still be asked for a shorter version of it.
+SHORTENABLE_KEY = "stsdub.shortenable"
 
 
 def fragment_tail(fragment: Fragment) -> float:

@@ -50,7 +50,7 @@ from ..errors import (
     StageError,
     StreamClosedError,
 )
-from . import _results
+from . import _job, _results
 from ._backpressure import LevelTracker
 from ._job import Job, SpeakingRate, Stages, StreamConfig, Ticket, fragment_tail, speech_seconds, speech_span
 from ._runner import wrap_exception
@@ -396,8 +396,20 @@ class Stream:
         source = self.config.source_language or job.transcript.language
         target = self.config.target_language
         translation: Translation | None
+        request = TranslationRequest(
+            text=text,
+            source_language=source,
+            target_language=target,
+            previous_text=self._prev_source_text,
+            previous_translation=self._prev_translation,
+            stream_id=self.stream_id,
+            sequence_number=job.fragment.sequence_number,
+            fragment_id=job.fragment.fragment_id,
+        )
         if job.fragment.translation is not None:  # given (reviewed, or from subtitles)
             translation = job.fragment.translation
+            if job.fragment.metadata.get(_job.SHORTENABLE_KEY) is True and not same_language(source, target):
+                job.translation_request = request  # a share of a sentence's: may still be shortened
         elif same_language(source, target):
             translation = Translation(text)
         elif self._stages.translator is None:
@@ -409,16 +421,6 @@ class Stream:
             )
             return
         else:
-            request = TranslationRequest(
-                text=text,
-                source_language=source,
-                target_language=target,
-                previous_text=self._prev_source_text,
-                previous_translation=self._prev_translation,
-                stream_id=self.stream_id,
-                sequence_number=job.fragment.sequence_number,
-                fragment_id=job.fragment.fragment_id,
-            )
             job.translation_request = request
             translation = await self._call(job, "translation", self._stages.translator, request, Translation)
             if translation is None:

@@ -45,7 +45,7 @@ from .._media import (
 )
 from .._media._duck import mix_background, mix_ducked
 from .._media._output import OutputPlan
-from .._pipeline._job import TAIL_KEY
+from .._pipeline._job import SHORTENABLE_KEY, TAIL_KEY
 from .._speakers import _casting
 from ..errors import ConfigurationError, StsdubError
 from ._project import DubProject
@@ -475,6 +475,8 @@ async def _dub(
             if tail:
                 metadata[TAIL_KEY] = tail / rate
             transcript, translation = plan.given(n) if plan is not None else (None, None)
+            if translation:  # the piece's share of its sentences: shortened if it will not fit
+                metadata[SHORTENABLE_KEY] = True
             yield Fragment(
                 n,
                 audio16k[a:b],
