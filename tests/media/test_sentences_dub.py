@@ -229,3 +229,29 @@ def test_a_pieces_share_is_still_shortened_when_its_speech_will_not_fit(speech) 
         (request,) = [a for a in asked if a.sequence_number == result.sequence_number]
         assert request.text == HEARD[result.sequence_number]
         assert request.budget is not None and request.budget.previous == result.fit.long_text
+
+
+@pytest.mark.model
+def test_real_whisper_pieces_of_one_sentence_make_one_translator_call(tmp_path: Path) -> None:
+    # Whisper ends each piece with a full stop; the short pauses say the sentence goes on.
+    groups = ("As many of you know,", "the old library on the hill", "has been closed since the winter.")
+    samples, rate, _ = recording([*groups, "Thank you very much for your help."], pauses=[0.4, 0.4, 1.5, 1.0])
+    path = write_recording(tmp_path / "talk.wav", samples, rate)
+    translator = FakeTranslator(context=True)
+    dubber = stsdub.Dubber(
+        "faster-whisper",
+        translator,
+        FakeSynthesizer(),
+        source_language="en",
+        target_language="es",
+        device="cpu",
+        fragment_timeout=60,
+    )
+    dubbed = dub_file(dubber, path, None)
+    assert len(dubbed.results) == 4 and dubbed.ok
+    first, second = translator.requests
+    words = first.text.lower()
+    assert all(w in words for w in ("know", "library", "hill", "winter"))
+    assert first.text.count(".") == 1 and first.text.endswith(".")
+    assert "thank you" in second.text.lower() and second.context == ((first.text, f"[es] {first.text}"),)
+    assert " ".join(r.translation.text for r in dubbed.results[:3]) == f"[es] {first.text}"
