@@ -255,3 +255,43 @@ def test_real_whisper_pieces_of_one_sentence_make_one_translator_call(tmp_path: 
     assert first.text.count(".") == 1 and first.text.endswith(".")
     assert "thank you" in second.text.lower() and second.context == ((first.text, f"[es] {first.text}"),)
     assert " ".join(r.translation.text for r in dubbed.results[:3]) == f"[es] {first.text}"
+
+
+class _Languages:
+    """An ASR that hears given words in a given language per piece (for mixed-language input)."""
+
+    def __init__(self, heard: tuple[tuple[str, str], ...]) -> None:
+        self.heard = heard
+
+    def transcribe(self, request: ASRRequest) -> stsdub.Transcript:
+        text, language = self.heard[request.sequence_number]
+        return stsdub.Transcript(text, language)
+
+
+def test_a_change_of_language_ends_a_sentence(speech) -> None:
+    path, _, _ = speech
+    asr = _Languages((("thank you", "en"), ("so we went", "en"), ("und dann", "de"), ("nach Hause", "de")))
+    translator = FakeTranslator()
+    dubber = stsdub.Dubber(asr, translator, FakeSynthesizer(), target_language="es")
+    dubbed = dub_file(dubber, path, None)
+    assert [(r.text, r.source_language) for r in translator.requests] == [
+        ("thank you so we went", "en"),
+        ("und dann nach Hause", "de"),
+    ]
+    assert all(r.ok for r in dubbed.results)
+
+
+def test_three_minutes_without_a_pause_or_a_full_stop(tmp_path: Path) -> None:
+    rate = 16_000
+    noise = np.random.default_rng(0).uniform(-0.3, 0.3, 180 * rate).astype(np.float32)
+    path = write_recording(tmp_path / "monologue.wav", noise, rate)
+    words = " ".join(f"word{k}" for k in range(12))
+    translator = FakeTranslator()
+    dubbed = dub_file(fakes(FakeASR(text=words), translator), path, None, segmentation="fixed")
+    assert len(dubbed.results) == 30 and all(r.ok for r in dubbed.results)
+    # 180 s of words with no pause and no stop: cut into sentences of at most 15 s, each
+    # translated once, and every piece still speaks its share.
+    assert 12 <= len(translator.requests) <= 30
+    assert sum(len(r.text.split()) for r in translator.requests) == 30 * 12
+    assert all(r.translation is not None and r.translation.text for r in dubbed.results)
+    assert all(c.end - c.start <= 15.0 + 1e-6 for c in dubbed.source_cues)
