@@ -173,6 +173,11 @@ async def _check(stage: object, kind: str, report: ConformanceReport) -> None:
         follow = attrs.evolve(t_request, sequence_number=1, previous_text="Good evening.")
         await expect("translate(with context)", follow, Translation, translated)
         batch_requests = [t_request, follow]
+        if getattr(stage, "supports_context", False) is True:
+            preceding = (("Good evening.", "Guten Abend."), ("A big match.", "Ein großes Spiel."))
+            sentences = attrs.evolve(t_request, sequence_number=2, context=preceding)
+            await expect("translate(with preceding sentences)", sentences, Translation, translated)
+            batch_requests.append(sentences)
     elif kind == "separator":
         sep_requests = [
             SeparationRequest(audio=_speechlike(2.0, 16_000)),
