@@ -328,7 +328,8 @@ def test_parse_srt_is_lenient_where_editors_differ() -> None:
 
 def test_edits_that_leave_a_segment_empty_are_refused(talk: Path, tmp_path: Path) -> None:
     dubber, _, _ = fakes()
-    project = dub_file(dubber, talk, tmp_path / "o.wav", stop_after="translate").project
+    # One cue per segment (units="fragments"), so that a segment's cue can be deleted.
+    project = dub_file(dubber, talk, tmp_path / "o.wav", stop_after="translate", units="fragments").project
     assert project is not None
     with pytest.raises(ProjectError, match="translation is empty"):
         dub_file(dubber, resume=project.with_translation(1, "  "))

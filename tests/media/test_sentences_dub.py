@@ -295,3 +295,30 @@ def test_three_minutes_without_a_pause_or_a_full_stop(tmp_path: Path) -> None:
     assert sum(len(r.text.split()) for r in translator.requests) == 30 * 12
     assert all(r.translation is not None and r.translation.text for r in dubbed.results)
     assert all(c.end - c.start <= 15.0 + 1e-6 for c in dubbed.source_cues)
+
+
+def test_a_project_shows_and_edits_sentences_not_segments(speech, tmp_path: Path) -> None:
+    path, _, _ = speech
+    translator, synthesizer = FakeTranslator(), FakeSynthesizer()
+    dubber = stsdub.Dubber(heard(HEARD), translator, synthesizer, source_language="en", target_language="es")
+    project = dub_file(dubber, path, tmp_path / "o.wav", stop_after="translate").project
+    assert project is not None
+    assert [s.sentence for s in project.segments] == [None, 1, 1, 1]
+    srt = project.folder / "translation.srt"
+    cues = srt.read_text().split("\n\n")
+    assert len([c for c in cues if c.strip()]) == 2 and f"[es] {WHOLE}" in srt.read_text()
+    # The sentence is edited as one cue; the edit is split back over its three segments.
+    edited = "Y así, compatriotas, no pregunten qué puede hacer su país por ustedes, sino qué pueden hacer."
+    srt.write_text(srt.read_text().replace(f"[es] {WHOLE}", edited))
+    dubbed = dub_file(dubber, resume=project.folder)
+    shares = [r.translation.text for r in dubbed.results]
+    assert shares[0] == f"[es] {HEARD[0]}" and " ".join(shares[1:]) == edited and all(shares)
+    assert len(translator.requests) == 2  # an edited translation is not translated again
+    assert [r.text for r in synthesizer.requests] == shares  # stop_after made no audio before
+    # A transcript edit of the sentence has the whole sentence translated again, once.
+    tsrt = project.folder / "transcript.srt"
+    tsrt.write_text(tsrt.read_text().replace("my fellow Americans", "my fellow citizens"))
+    again = dub_file(dubber, resume=project.folder, stop_after="translate").project
+    assert again is not None
+    assert translator.requests[-1].text == WHOLE.replace("Americans", "citizens")
+    assert len(translator.requests) == 3

@@ -111,6 +111,10 @@ class ProjectSegment:
     speech: tuple[float, float] | None = None
     #: Cache key of the segment's dubbed audio (``audio/<key>.flac``) once it is dubbed.
     audio_key: str | None = None
+    #: Segments with the same number were translated together, as whole sentences across
+    #: them (the index of the first): the subtitle files show them as one cue, and an edit of
+    #: that cue is split back over them. ``None``: translated alone.
+    sentence: int | None = None
     status: str = "pending"
     #: Why the last attempt failed (status ``failed``).
     error: str | None = None
@@ -138,6 +142,7 @@ class ProjectSegment:
                 voice=_opt_str(data.get("voice"), "voice"),
                 speech=(float(speech[0]), float(speech[1])) if speech is not None else None,
                 audio_key=_opt_str(data.get("audio_key"), "audio_key"),
+                sentence=None if data.get("sentence") is None else int(data["sentence"]),
                 status=str(data.get("status", "pending")),
                 error=_opt_str(data.get("error"), "error"),
             )
@@ -426,6 +431,51 @@ def assign_cues(cues: Sequence[Cue], segments: Sequence[ProjectSegment], name: s
         if cue.text.strip():
             texts.setdefault(best, []).append(_words(cue.text))
     return {index: " ".join(parts) for index, parts in texts.items()}
+
+
+def sentence_groups(segments: Sequence[ProjectSegment]) -> list[list[ProjectSegment]]:
+    """The segments in runs that were translated together (the same ``sentence``), in order."""
+    groups: list[list[ProjectSegment]] = []
+    for s in segments:
+        last = groups[-1][-1] if groups else None
+        if last is not None and s.sentence is not None and s.sentence == last.sentence:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    return groups
+
+
+def grouped_cues(segments: Sequence[ProjectSegment], field: str) -> list[Cue]:
+    """One cue per group of segments translated together, with the texts of ``field`` joined."""
+    cues = []
+    for group in sentence_groups(segments):
+        text = " ".join(t for t in (getattr(s, field) for s in group) if t)
+        if text:
+            cues.append(Cue(group[0].start, group[-1].end, text))
+    return cues
+
+
+def assign_grouped(
+    cues: Sequence[Cue], segments: Sequence[ProjectSegment], field: str, name: str
+) -> dict[int, str]:
+    """Text per segment index from cues of groups (:func:`grouped_cues`): a group's edited text
+    is split back over its segments in proportion to their transcripts."""
+    from ._sentences import split_text
+
+    groups = sentence_groups(segments)
+    spans = [ProjectSegment(k, g[0].start, g[-1].end) for k, g in enumerate(groups)]
+    texts = assign_cues(cues, spans, name)
+    out: dict[int, str] = {}
+    for k, group in enumerate(groups):
+        if k not in texts:
+            continue
+        before = " ".join(t for t in (getattr(s, field) for s in group) if t)
+        if len(group) == 1 or _words(before) == texts[k]:
+            parts = [texts[k]] if len(group) == 1 else [_words(getattr(s, field) or "") for s in group]
+        else:
+            parts = split_text(texts[k], [len(s.transcript or "") for s in group])
+        out.update({s.index: part for s, part in zip(group, parts, strict=True) if part})
+    return out
 
 
 def check_texts(segments: Iterable[ProjectSegment]) -> None:

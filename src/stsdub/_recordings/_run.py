@@ -54,8 +54,10 @@ from ._project import (
     _stored_path,
     _words,
     assign_cues,
+    assign_grouped,
     audio_key,
     check_texts,
+    grouped_cues,
     project_folder,
     read_srt,
 )
@@ -198,7 +200,7 @@ class ProjectRun:
             path = self.folder / name
             if not path.is_file() or project.subtitles.get(name) == _sha256_file(path):
                 continue
-            edited[name] = assign_cues(read_srt(path), self.segments, str(path))
+            edited[name] = assign_grouped(read_srt(path), self.segments, _FIELDS[name], str(path))
         for name, field in ((TRANSCRIPT_SRT, "transcript"), (TRANSLATION_SRT, "translation")):
             if name not in edited:
                 continue
@@ -214,10 +216,14 @@ class ProjectRun:
                         f" text any more (it was {before[:40]!r}); edits may not leave a segment empty"
                     )
                 if field == "transcript":
-                    # A new transcript needs a new translation, unless that was edited too.
+                    # A new transcript needs a new translation (of its whole sentence), unless
+                    # that was edited too.
                     given = edited.get(TRANSLATION_SRT, {}).get(s.index)
+                    for m, other in enumerate(self.segments):
+                        if given is None and s.sentence is not None and other.sentence == s.sentence:
+                            self.segments[m] = attrs.evolve(other, translation=None, status="transcribed")
                     self.segments[n] = attrs.evolve(
-                        s, transcript=after, translation=given, status="transcribed"
+                        self.segments[n], transcript=after, translation=given, status="transcribed"
                     )
                 else:
                     self.segments[n] = attrs.evolve(s, translation=after, status="translated")
@@ -340,8 +346,8 @@ class ProjectRun:
         if subtitles:
             written = dict(project.subtitles)
             self.folder.mkdir(parents=True, exist_ok=True)
-            for name, field in ((TRANSCRIPT_SRT, "transcript"), (TRANSLATION_SRT, "translation")):
-                cues = [Cue(s.start, s.end, getattr(s, field)) for s in self.segments if getattr(s, field)]
+            for name, field in _FIELDS.items():
+                cues = grouped_cues(self.segments, field)
                 if field == "translation" and self._phase not in ("translate", "dub"):
                     continue
                 text = to_srt(cues)
@@ -485,6 +491,13 @@ class ProjectRun:
         )
         self.units = units
         shares = piece_translations(units, len(self.segments))
+        # Segments translated together (sentences across them) are shown and edited together:
+        # each is numbered by the first segment of its chain of sentences.
+        group = {s.index: s.index for s in todo}
+        for unit in units:
+            first = min(group[p] for p in unit.sentence.pieces)
+            for p in unit.sentence.pieces:
+                group[p] = first
         errors = {
             p: u.translation
             for u in units
@@ -496,7 +509,10 @@ class ProjectRun:
             if share is None and s.index in errors:
                 self.segments[s.index] = attrs.evolve(s, status="failed", error=str(errors[s.index]))
             elif share:
-                self.segments[s.index] = attrs.evolve(s, translation=share, status="translated", error=None)
+                together = group[s.index] if sum(g == group[s.index] for g in group.values()) > 1 else None
+                self.segments[s.index] = attrs.evolve(
+                    s, translation=share, status="translated", error=None, sentence=together
+                )
         await self._save_soon(dubber)
 
     async def _translate(self, dubber: Dubber, report: Callable[[str, int, int], None]) -> None:
@@ -708,6 +724,9 @@ class ProjectRun:
             transcript=transcript,
             metadata={"start": s.start, "end": s.end, "segment": s.index},
         )
+
+
+_FIELDS = {TRANSCRIPT_SRT: "transcript", TRANSLATION_SRT: "translation"}
 
 
 def _ms(seconds: float) -> float:
