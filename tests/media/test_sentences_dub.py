@@ -322,3 +322,6 @@ def test_a_project_shows_and_edits_sentences_not_segments(speech, tmp_path: Path
     assert again is not None
     assert translator.requests[-1].text == WHOLE.replace("Americans", "citizens")
     assert len(translator.requests) == 3
+    # So does one made in Python.
+    changed = again.with_transcript(3, "ask what you can do for the world.")
+    assert [s.translation is None for s in changed.segments] == [False, True, True, True]

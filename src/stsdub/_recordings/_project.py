@@ -304,8 +304,15 @@ class DubProject:
     # -- editing ----------------------------------------------------------------------------
 
     def with_transcript(self, index: int, text: str) -> DubProject:
-        """A copy with segment ``index``'s transcript replaced; its translation is made again."""
+        """A copy with segment ``index``'s transcript replaced; its translation is made again
+        (with those of the segments translated together with it: the whole sentence)."""
         segments = _with_text(self.segments, index, transcript=text, translation=None, status="transcribed")
+        group = segments[index].sentence
+        if group is not None:
+            segments = tuple(
+                attrs.evolve(s, translation=None, status="transcribed") if s.sentence == group else s
+                for s in segments
+            )
         return attrs.evolve(self, segments=segments)
 
     def with_translation(self, index: int, text: str) -> DubProject:
