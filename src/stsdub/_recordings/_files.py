@@ -128,12 +128,12 @@ class DubbedFile:
 
     @property
     def transcript(self) -> str:
-        """What was heard, fragment by fragment."""
+        """What was heard, one subtitle cue a line (a sentence, or part of a long one)."""
         return "\n".join(c.text for c in self.source_cues)
 
     @property
     def translation(self) -> str:
-        """What the dub says, fragment by fragment."""
+        """What the dub says, one subtitle cue a line, aligned with :attr:`transcript`."""
         return "\n".join(c.text for c in self.target_cues)
 
     def __repr__(self) -> str:
