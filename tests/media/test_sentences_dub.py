@@ -325,3 +325,13 @@ def test_a_project_shows_and_edits_sentences_not_segments(speech, tmp_path: Path
     # So does one made in Python.
     changed = again.with_transcript(3, "ask what you can do for the world.")
     assert [s.translation is None for s in changed.segments] == [False, True, True, True]
+
+
+def test_revoicing_speaks_each_pieces_own_words(speech) -> None:
+    path, _, _ = speech
+    said = ("Thank you all.", "And so, my fellow Americans.", "Ask not what your country can do.", "For you.")
+    dubber = stsdub.Dubber(heard(said), None, FakeSynthesizer(), source_language="en", target_language="en")
+    dubbed = dub_file(dubber, path, None)
+    # Joined into sentences for the subtitles, but each piece says exactly what it heard.
+    assert [r.translation.text for r in dubbed.results] == list(said)
+    assert len(dubbed.source_cues) < 4

@@ -272,10 +272,16 @@ async def plan_sentences(
     )
     shares = piece_translations(units, len(spans))
     transcripts = tuple(t if isinstance(t, Transcript) else None for t in heard)
-    # A piece with no words has nothing to translate: it stays silent, as in the stream.
-    translations = tuple(
-        "" if t is not None and not t.text.strip() else s for t, s in zip(transcripts, shares, strict=True)
-    )
+
+    def given(transcript: Transcript | None, share: str | None) -> str | None:
+        if transcript is None:
+            return None
+        if same_language(source_language or transcript.language, target_language):
+            return None  # re-voiced as heard: the stream speaks the piece's own words
+        # A piece with no words has nothing to translate: it stays silent, as in the stream.
+        return "" if not transcript.text.strip() else share
+
+    translations = tuple(given(t, s) for t, s in zip(transcripts, shares, strict=True))
     return SentencePlan(transcripts, translations, tuple(units))
 
 
