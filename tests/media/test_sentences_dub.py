@@ -314,6 +314,10 @@ def test_a_project_shows_and_edits_sentences_not_segments(speech, tmp_path: Path
     shares = [r.translation.text for r in dubbed.results]
     assert shares[0] == f"[es] {HEARD[0]}" and " ".join(shares[1:]) == edited and all(shares)
     assert len(translator.requests) == 2  # an edited translation is not translated again
+    # The dub's subtitles show the sentence, as edited, however many cues it needs.
+    shown = [c.text.replace("\n", " ") for c in dubbed.target_cues]
+    assert shown[0] == f"[es] {HEARD[0]}" and " ".join(shown[1:]) == edited
+    assert len(dubbed.source_cues) == len(dubbed.target_cues) == len(shown)
     assert [r.text for r in synthesizer.requests] == shares  # stop_after made no audio before
     # A transcript edit of the sentence has the whole sentence translated again, once.
     tsrt = project.folder / "transcript.srt"

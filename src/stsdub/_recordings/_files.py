@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -318,7 +319,7 @@ async def adub_file(
                 run_project.set_speakers(speech, labels, cast, rate)
                 t = mark("diarize", t)
             made = await run_project.run(dubber, speech, heard, audio16k, out_rate, report, units=units)
-            sentence_units = run_project.units
+            sentence_units = run_project.cue_units()
             return made
         # Who speaks each speech piece, when the Dubber has a diarizer; each gets a voice.
         speakers: list[str | None] = []
@@ -555,6 +556,8 @@ async def _who_speaks(
     """Diarize the file once: the speech pieces (cut at speaker changes when ``cut``), the
     speaker of each, and each speaker's voice."""
     diarization = await dubber.diarize(AudioBuffer(audio16k, ANALYSIS_RATE), stream_id=name)
+    for note in diarization.notes:
+        logging.getLogger("stsdub.files").warning("%s: diarizer: %s", name, note)
     if cut:
         speech, speakers = _split_at_turns(speech, diarization, rate)
     else:

@@ -60,6 +60,7 @@ from ._project import (
     grouped_cues,
     project_folder,
     read_srt,
+    sentence_groups,
 )
 from ._sentences import Sentence, sentences, tokens_of
 from ._translate import Unit, piece_translations, translate_units
@@ -446,7 +447,21 @@ class ProjectRun:
             report("transcribe", done, len(todo))
             await self._save_soon(dubber)
 
-    def _sentences(self, todo: list[ProjectSegment], language: str | None) -> list[Sentence]:
+    def cue_units(self) -> list[Unit]:
+        """The sentences for the output's subtitles: those this run translated, else each group
+        of segments translated together earlier (one unit, its translations joined)."""
+        if self.units is not None:
+            return self.units
+        found = []
+        for group in sentence_groups(self.segments):
+            if len(group) > 1 and all(s.transcript and s.translation for s in group):
+                (unit,) = self._sentences(group, None, join=True)
+                found.append(Unit(unit, Translation(" ".join(s.translation or "" for s in group))))
+        return found
+
+    def _sentences(
+        self, todo: list[ProjectSegment], language: str | None, *, join: bool = False
+    ) -> list[Sentence]:
         """The sentences of the segments in ``todo``, joined only across consecutive ones.
 
         A segment keeps no word times, so its words are spread over where the ASR heard speech.
@@ -465,7 +480,7 @@ class ProjectRun:
                 words = (Segment(s.speech[0], s.speech[1], s.transcript),) if s.speech is not None else ()
                 heard = Transcript(s.transcript, language, words)
                 tokens += tokens_of(s.index, heard, s.start, s.duration, s.speaker)
-            found += sentences(tokens)
+            found += [Sentence(tuple(tokens))] if join else sentences(tokens)
         return found
 
     async def _translate_sentences(self, dubber: Dubber, report: Callable[[str, int, int], None]) -> None:
