@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -26,8 +27,10 @@ def conversation(
     pauses: Sequence[float] | float = 0.6,
     rate: int = 16_000,
     lead: float = 0.5,
+    voices: Sequence[str] = VOICES,
 ) -> tuple[np.ndarray, int, list[tuple[float, float, str]]]:
-    """Lines spoken alternately by the two voices: (samples, rate, true turns as S1/S2).
+    """Lines spoken by the voices in turn (the two of :data:`VOICES` unless ``voices`` names
+    others): (samples, rate, true turns as S1, S2…).
 
     A pause after a line (``pauses``, one per line or one for all) may be short enough that
     the next speaker starts inside the same speech piece of a pause-based segmentation.
@@ -41,7 +44,7 @@ def conversation(
     turns: list[tuple[float, float, str]] = []
     pos = parts[0].size
     for n, (line, pause) in enumerate(zip(lines, pauses, strict=True)):
-        spoken = tts.synthesize(SynthesisRequest(text=line, language="en", voice=VOICES[n % 2]))
+        spoken = tts.synthesize(SynthesisRequest(text=line, language="en", voice=voices[n % len(voices)]))
         audio = resample(spoken.samples, spoken.sample_rate, rate)
         # eSpeak leaves silence around its speech: cut to the voice (and 50 ms), so that the
         # pauses are the ones asked for.
@@ -49,7 +52,7 @@ def conversation(
         margin = round(0.05 * rate)
         audio = audio[max(0, loud[0] - margin) : loud[-1] + 1 + margin]
         loud = np.flatnonzero(np.abs(audio) > 0.02)
-        turns.append(((pos + loud[0]) / rate, (pos + loud[-1] + 1) / rate, f"S{n % 2 + 1}"))
+        turns.append(((pos + loud[0]) / rate, (pos + loud[-1] + 1) / rate, f"S{n % len(voices) + 1}"))
         parts += [audio, np.zeros(round(pause * rate), np.float32)]
         pos += audio.size + parts[-1].size
     tts.close()
@@ -86,3 +89,56 @@ def diarization_error_rate(
         right = sum(1 for i in speech if hyp[i] is not None and mapping[hyp[i]] == ref[i])
         best = max(best, right)
     return 1.0 - best / len(speech)
+
+
+# -- real meetings: the AMI excerpts and the field's diarization error rate --------------------
+
+Turns = list[tuple[float, float, str]]
+
+
+def read_rttm(path: Path) -> dict[str, Turns]:
+    """``{file id: [(start, end, speaker), ...]}`` from an RTTM file."""
+    found: dict[str, Turns] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        field = line.split()
+        if field and field[0] == "SPEAKER":
+            start, length = float(field[3]), float(field[4])
+            found.setdefault(field[1], []).append((start, start + length, field[7]))
+    return found
+
+
+def read_uem(path: Path) -> dict[str, tuple[float, float]]:
+    """``{file id: (start, end)}``: the scored region of each file."""
+    found: dict[str, tuple[float, float]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        field = line.split()
+        if field:
+            found[field[0]] = (float(field[2]), float(field[3]))
+    return found
+
+
+def pooled_der(
+    references: dict[str, Turns],
+    hypotheses: dict[str, Turns],
+    uem: dict[str, tuple[float, float]],
+    collar: float,
+) -> tuple[float, dict[str, float]]:
+    """Pooled and per-file DER as ``pyannote.metrics`` computes it: overlapped speech scored,
+    ``collar`` seconds in all (half each side of a reference boundary) left out."""
+    from pyannote.core import Annotation, Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    def annotation(turns: Turns, uri: str) -> Annotation:
+        out = Annotation(uri=uri)
+        for n, (a, b, who) in enumerate(turns):
+            out[Segment(a, b), n] = who
+        return out
+
+    metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
+    per_file = {}
+    for uri, truth in sorted(references.items()):
+        scored = Timeline([Segment(*uem[uri])], uri=uri)
+        per_file[uri] = float(
+            metric(annotation(truth, uri), annotation(hypotheses.get(uri, []), uri), uem=scored)
+        )
+    return float(abs(metric)), per_file

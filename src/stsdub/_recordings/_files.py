@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import html
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -556,8 +555,6 @@ async def _who_speaks(
     """Diarize the file once: the speech pieces (cut at speaker changes when ``cut``), the
     speaker of each, and each speaker's voice."""
     diarization = await dubber.diarize(AudioBuffer(audio16k, ANALYSIS_RATE), stream_id=name)
-    for note in diarization.notes:
-        logging.getLogger("stsdub.files").warning("%s: diarizer: %s", name, note)
     if cut:
         speech, speakers = _split_at_turns(speech, diarization, rate)
     else:
