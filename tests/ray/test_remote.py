@@ -531,3 +531,62 @@ def test_ray_failures_become_retryable_stage_errors() -> None:
         err = map_ray_error(exc)
         assert err.code is code, (exc, err)
         assert err.retryable is code.retryable
+
+
+def _buzz(f0: float, seconds: float) -> np.ndarray:
+    """A voiced buzz at ``f0``: a low or a high voice to the fake diarizer."""
+    t = np.arange(round(seconds * RATE)) / RATE
+    buzz = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))
+    return (0.3 * buzz / np.max(np.abs(buzz))).astype(np.float32)
+
+
+@pytest.mark.anyio
+async def test_a_remote_diarizer_gives_turns_embeddings_and_its_threshold() -> None:
+    from stsdub import Diarization, DiarizationRequest
+    from stsdub.ray import RemoteDiarizer
+    from stsdub.testing import FakeDiarizer
+
+    fake = FakeDiarizer(threshold=0.8)
+    remote = remote_stage("diarizer", "app", transport=LocalTransport("diarizer", fake))
+    assert isinstance(remote, RemoteDiarizer) and remote.match_threshold != 0.8
+    await remote.warmup()
+    assert remote.match_threshold == 0.8
+    pause = np.zeros(RATE // 2, np.float32)
+    lines = [_buzz(f0, 1.0) for f0 in (110.0, 220.0, 110.0)]
+    audio = AudioBuffer(np.concatenate([pause, lines[0], pause, lines[1], pause, lines[2]]), RATE)
+    request = DiarizationRequest(audio=audio, num_speakers=2, stream_id="call")
+    turns = await remote.diarize(request)
+    assert isinstance(turns, Diarization) and turns == fake.diarize(request)
+    assert turns.speakers == ("S1", "S2")
+    embedding = await remote.embed(AudioBuffer(lines[1], RATE))
+    assert np.allclose(embedding, fake.embed(AudioBuffer(lines[1], RATE)), atol=1e-4)
+    # A live stream labels its speakers through the remote diarizer, as it would in-process.
+    dubber = stsdub.Dubber(
+        FakeASR(),
+        None,
+        FakeSynthesizer(voice_pools=(("low",), ("high",))),
+        source_language="en",
+        target_language="en",
+        diarizer=remote,
+    )
+    async with dubber:
+        results = [r async for r in dubber.dub([stsdub.Fragment(n, x, RATE) for n, x in enumerate(lines)])]
+    assert [r.speaker for r in results] == ["S1", "S2", "S1"]
+    assert [r.voice for r in results] == ["low", "high", "low"]
+
+
+@pytest.mark.anyio
+async def test_a_remote_diarizer_without_embed_says_so() -> None:
+    from stsdub import DiarizationRequest, StageError
+    from stsdub.ray import RemoteDiarizer
+
+    class TurnsOnly:
+        def diarize(self, request: DiarizationRequest) -> stsdub.Diarization:
+            return stsdub.Diarization([(0.0, request.audio.duration, "S1")])
+
+    remote = RemoteDiarizer(transport=LocalTransport("diarizer", TurnsOnly()))
+    await remote.warmup()
+    result = await remote.diarize(DiarizationRequest(audio=AudioBuffer(_buzz(150.0, 1.0), RATE)))
+    assert result.speakers == ("S1",)
+    with pytest.raises(StageError, match="no embed"):
+        await remote.embed(AudioBuffer(_buzz(150.0, 1.0), RATE))

@@ -31,6 +31,7 @@ from ._client import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
 from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._client import LocalTransport as LocalTransport
 from ._client import RemoteASR as RemoteASR
+from ._client import RemoteDiarizer as RemoteDiarizer
 from ._client import RemoteStage as RemoteStage
 from ._client import RemoteStats as RemoteStats
 from ._client import RemoteSynthesizer as RemoteSynthesizer
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "LocalTransport",
     "RemoteASR",
+    "RemoteDiarizer",
     "RemoteStage",
     "RemoteStats",
     "RemoteSynthesizer",

@@ -16,7 +16,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import anyio
 import attrs
+import numpy as np
 
+from .._core._diarization import Diarization, DiarizationRequest
 from .._core._values import (
     ASRRequest,
     AudioBuffer,
@@ -25,8 +27,9 @@ from .._core._values import (
     Translation,
     TranslationRequest,
 )
+from .._speakers._tracking import DEFAULT_MATCH_THRESHOLD
 from ..errors import ConfigurationError, ErrorCode, StageError
-from ._replica import CAPABILITIES, ReplicaCore
+from ._replica import CAPABILITIES, EMBED, ReplicaCore
 from ._wire import WIRE_VERSION, decode_value, encode_value, error_from_answer
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "LocalTransport",
     "RemoteASR",
+    "RemoteDiarizer",
     "RemoteStage",
     "RemoteStats",
     "RemoteSynthesizer",
@@ -156,8 +160,8 @@ class RemoteStage:
         concurrency: int = DEFAULT_CONCURRENCY,
         device: str | None = None,
     ) -> None:
-        if self.kind not in ("asr", "translator", "synthesizer"):
-            raise TypeError("use RemoteASR, RemoteTranslator or RemoteSynthesizer")
+        if self.kind not in ("asr", "translator", "synthesizer", "diarizer"):
+            raise TypeError("use RemoteASR, RemoteTranslator, RemoteSynthesizer or RemoteDiarizer")
         self.timeout: float = _positive("timeout", timeout, float)
         self.concurrency: int = _positive("concurrency", concurrency, int)
         self.stats = RemoteStats()
@@ -180,7 +184,7 @@ class RemoteStage:
         self.stats.failures[code.value] = self.stats.failures.get(code.value, 0) + 1
         return StageError(code, message)
 
-    async def _call(self, request: Any) -> Any:
+    async def _call(self, request: Any, method: str | None = None) -> Any:
         self.stats.calls += 1
         call_id = uuid.uuid4().hex
         try:
@@ -190,6 +194,8 @@ class RemoteStage:
                 "call_id": call_id,
                 "request": encode_value(request),
             }
+            if method is not None:
+                envelope["method"] = method
         except TypeError as exc:  # e.g. request options that are not plain data
             raise self._fail(ErrorCode.INTERNAL_ERROR, f"request cannot be sent: {exc}") from exc
         where = f"remote {self.kind} {self.app_name or type(self.transport).__name__}"
@@ -242,7 +248,7 @@ class RemoteStage:
         the dub goes on, stretching instead.
         """
         flags = CAPABILITIES[self.kind]
-        if not flags:
+        if not flags and self.kind != "diarizer":
             return
         call_id = uuid.uuid4().hex
         envelope = {"v": WIRE_VERSION, "kind": self.kind, "call_id": call_id, "describe": True}
@@ -265,6 +271,10 @@ class RemoteStage:
         for flag in flags:
             if result.get(flag) is True:
                 setattr(self, flag, True)
+        self._described(result)
+
+    def _described(self, details: Mapping[str, Any]) -> None:
+        """What a kind takes from a describe answer besides the capability flags."""
 
     async def aclose(self) -> None:
         """Close the transport when it has ``aclose()``; the Ray connection stays up."""
@@ -307,10 +317,47 @@ class RemoteSynthesizer(RemoteStage):
         return await self._call(request)  # type: ignore[no-any-return]
 
 
+class RemoteDiarizer(RemoteStage):
+    """A diarizer served by a Ray Serve application (see :class:`RemoteStage`).
+
+    ``diarize`` sends the whole recording; ``embed`` (live streams) sends one fragment and
+    gets its speaker embedding back. After :meth:`warmup`, ``match_threshold`` is the remote
+    stage's own, and ``embed`` fails at once when the stage behind has none (the stream then
+    leaves the fragment without a speaker, with a warning).
+    """
+
+    kind = "diarizer"
+
+    def __init__(self, app_name: str | None = None, **options: Any) -> None:
+        super().__init__(app_name, **options)
+        #: Cosine similarity for "the same speaker" (the remote stage's after :meth:`warmup`).
+        self.match_threshold = DEFAULT_MATCH_THRESHOLD
+        self._embeds = True
+
+    async def diarize(self, request: DiarizationRequest) -> Diarization:
+        """Forward ``request`` to a replica."""
+        return await self._call(request)  # type: ignore[no-any-return]
+
+    async def embed(self, audio: AudioBuffer) -> np.ndarray:
+        """The speaker embedding of ``audio``, from a replica (empty without speech)."""
+        if not self._embeds:
+            raise StageError(
+                ErrorCode.INTERNAL_ERROR, f"the remote diarizer {self.app_name!r} has no embed()"
+            )
+        return np.asarray(await self._call(audio, method=EMBED), dtype=np.float64)
+
+    def _described(self, details: Mapping[str, Any]) -> None:
+        threshold = details.get("match_threshold")
+        if isinstance(threshold, float):
+            self.match_threshold = threshold
+        self._embeds = details.get("embed") is not False
+
+
 _CLASSES: dict[str, type[RemoteStage]] = {
     "asr": RemoteASR,
     "translator": RemoteTranslator,
     "synthesizer": RemoteSynthesizer,
+    "diarizer": RemoteDiarizer,
 }
 _OPTIONS = frozenset({"transport", "address", "timeout", "concurrency"})
 

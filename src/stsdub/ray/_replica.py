@@ -17,23 +17,28 @@ import anyio
 import anyio.to_thread
 
 from .._core._device import resolve_device
+from .._core._diarization import DiarizationRequest
 from .._core._spec import STAGE_KINDS
-from .._core._values import ASRRequest, SynthesisRequest, TranslationRequest
+from .._core._values import ASRRequest, AudioBuffer, SynthesisRequest, TranslationRequest
 from .._plugins._registry import StageRegistry
 from ..errors import ConfigurationError, ErrorCode, StageError, StageLoadError, StsdubError
 from ._wire import WIRE_VERSION, decode_value, encode_value, error_answer
 
-__all__ = ["CAPABILITIES", "METHODS", "ReplicaCore", "active_calls", "is_describe"]
+__all__ = ["CAPABILITIES", "EMBED", "METHODS", "ReplicaCore", "active_calls", "is_describe"]
 
 log = logging.getLogger("stsdub.ray")
 
 #: The protocol method of each stage kind.
-METHODS = {"asr": "transcribe", "translator": "translate", "synthesizer": "synthesize"}
+METHODS = {"asr": "transcribe", "translator": "translate", "synthesizer": "synthesize", "diarizer": "diarize"}
 _REQUESTS: dict[str, type] = {
     "asr": ASRRequest,
     "translator": TranslationRequest,
     "synthesizer": SynthesisRequest,
+    "diarizer": DiarizationRequest,
 }
+#: A diarizer's second method (live streams): an envelope with ``"method": "embed"`` carries
+#: an AudioBuffer and is answered with the embedding.
+EMBED = "embed"
 
 #: The capability flags a stage of each kind may declare, which the pipeline reads (a flag
 #: is on only when the stage sets it to ``True``). A host asks a replica for them with a
@@ -42,6 +47,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "asr": (),
     "translator": ("supports_length_budget", "supports_context"),
     "synthesizer": ("supports_speed",),
+    "diarizer": (),
 }
 
 
@@ -94,7 +100,7 @@ class ReplicaCore:
     ``INTERNAL_ERROR``.
 
     Args:
-        kind: ``"asr"``, ``"translator"`` or ``"synthesizer"``.
+        kind: ``"asr"``, ``"translator"``, ``"synthesizer"`` or ``"diarizer"``.
         stage: The stage instance.
         label: How the stage is named in messages.
     """
@@ -214,17 +220,33 @@ class ReplicaCore:
             raise StageError(
                 ErrorCode.INTERNAL_ERROR, f"undecodable request: {type(exc).__name__}: {exc}"
             ) from exc
-        if not isinstance(request, _REQUESTS[self.kind]):
+        expected = AudioBuffer if self._embeds(payload) else _REQUESTS[self.kind]
+        if not isinstance(request, expected):
             raise StageError(
                 ErrorCode.INTERNAL_ERROR,
-                f"expected a {_REQUESTS[self.kind].__name__}, got {type(request).__name__}",
+                f"expected a {expected.__name__}, got {type(request).__name__}",
             )
         return call_id, request
+
+    def _embeds(self, payload: Mapping[str, Any]) -> bool:
+        """Whether ``payload`` asks a diarizer for an embedding instead of turns."""
+        return self.kind == "diarizer" and payload.get("method") == EMBED
 
     @property
     def capabilities(self) -> dict[str, bool]:
         """The stage's capability flags of :data:`CAPABILITIES` (``True`` only when declared)."""
         return {flag: getattr(self.stage, flag, False) is True for flag in CAPABILITIES[self.kind]}
+
+    def _details(self) -> dict[str, Any]:
+        """What a describe answer says: the capability flags, and a diarizer's ``embed`` and
+        ``match_threshold``."""
+        details: dict[str, Any] = dict(self.capabilities)
+        if self.kind == "diarizer":
+            details["embed"] = callable(getattr(self.stage, EMBED, None))
+            threshold = getattr(self.stage, "match_threshold", None)
+            if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+                details["match_threshold"] = float(threshold)
+        return details
 
     def _describe(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         call_id = payload.get("call_id")
@@ -236,7 +258,7 @@ class ReplicaCore:
                 f"cannot describe {self.label} to a {payload.get('kind')} client of wire version"
                 f" {payload.get('v')!r} (here {WIRE_VERSION})",
             )
-        return {"v": WIRE_VERSION, "call_id": call_id, "result": self.capabilities}
+        return {"v": WIRE_VERSION, "call_id": call_id, "result": self._details()}
 
     @staticmethod
     def _answer(call_id: str, result: Any) -> dict[str, Any]:
@@ -258,9 +280,15 @@ class ReplicaCore:
             call_id, request = self._open(payload)
         except StageError as err:
             return error_answer(call_id if isinstance(call_id, str) else "", err.code, err.message)
+        fn = self._fn
+        if self._embeds(payload):  # type: ignore[arg-type]
+            embed = getattr(self.stage, EMBED, None)
+            if not callable(embed):
+                return error_answer(call_id, ErrorCode.INTERNAL_ERROR, f"{self.label} has no embed()")
+            fn = embed
         _active += 1
         try:
-            result = await self._invoke(self._fn, request)
+            result = await self._invoke(fn, request)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:

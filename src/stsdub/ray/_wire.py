@@ -9,12 +9,14 @@ receiver knows:
 - an :class:`~stsdub.AudioBuffer` becomes ``{"__audio__": int16 ndarray, "rate": int}``
   (PCM16, half the bytes of float32; the precision of the reference protocol's audio);
 - any other attrs value of :mod:`stsdub._core._values` (a request, ``Transcript``, ``Segment``,
-  ``Word``, ``Translation``…) becomes ``{"__value__": "ClassName", field: value, ...}``;
+  ``Word``, ``Translation``…) or :mod:`stsdub._core._diarization` (``DiarizationRequest``,
+  ``Diarization``) becomes ``{"__value__": "ClassName", field: value, ...}``;
+- a 1-D float array (a diarizer's speaker embedding) becomes a list of floats;
   a field the receiver does not know is dropped (an older replica ignores a newer field);
 - tuples and lists become lists, and come back as tuples (our values hold tuples);
 - a request's ``options`` mapping is copied as is: it must hold plain data.
 
-Only class names exported by :mod:`stsdub._core._values` are rebuilt, so a payload cannot make the
+Only class names exported by those two modules are rebuilt, so a payload cannot make the
 receiver build anything else.
 
 An envelope carries the version, the stage kind and a per-call id::
@@ -32,7 +34,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .._core import _audio, _values
+from .._core import _audio, _diarization, _values
 from ..errors import ErrorCode, StageError
 
 __all__ = [
@@ -83,6 +85,8 @@ def encode_value(value: Any) -> Any:
         return [encode_value(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): encode_value(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind == "f":
+        return value.astype(float).tolist()  # a speaker embedding
     if isinstance(value, np.generic):  # a NumPy scalar a stage returned as a float
         return value.item()
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -91,7 +95,10 @@ def encode_value(value: Any) -> Any:
 
 
 def _value_class(name: object) -> type:
-    cls = getattr(_values, name, None) if isinstance(name, str) and name in _values.__all__ else None
+    cls = None
+    for module in (_values, _diarization):
+        if isinstance(name, str) and name in module.__all__:
+            cls = getattr(module, name, None)
     if cls is None or not attrs.has(cls):
         raise ValueError(f"unknown value type {name!r}")
     return cls  # type: ignore[no-any-return]
