@@ -51,6 +51,12 @@ def _resemblyzer() -> tuple[Any, Any, Any, Any]:
             webrtcvad = importlib.import_module("webrtcvad")
         import torch
     except ImportError as exc:
+        if "pkg_resources" in str(exc):
+            raise StageLoadError(
+                "the resemblyzer diarizer's VAD (webrtcvad) imports pkg_resources, which setuptools"
+                " 82 and later no longer have: pip install 'setuptools<82', or use the campplus"
+                " diarizer, which needs neither"
+            ) from exc
         raise StageLoadError(f"the resemblyzer diarizer needs Resemblyzer ({exc}); {_INSTALL_HINT}") from exc
     return resemblyzer, audio, webrtcvad, torch
 
