@@ -80,6 +80,7 @@ def benchmarks(session: nox.Session) -> None:
         "bench_soundtrack.py",
         "bench_ray.py",
         "bench_diarize.py",
+        "bench_sentences.py",
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)
 
