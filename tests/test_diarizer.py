@@ -235,6 +235,22 @@ async def test_a_live_stream_labels_speakers_and_keeps_their_voices() -> None:
     assert all("speaker" in r.timings for r in results)
 
 
+async def test_a_stream_may_decline_or_require_speakers() -> None:
+    fragments = [stsdub.Fragment(n, _voiced(f0, 0.8), RATE) for n, f0 in enumerate([110.0, 230.0])]
+    fake = FakeDiarizer()
+    async with _dubber(diarizer=fake) as dubber:
+        results = [r async for r in dubber.dub(fragments, speakers=False)]
+        assert [r.speaker for r in results] == [None, None] and fake.embedded == 0
+        results = [r async for r in dubber.dub(fragments, speakers=True)]
+        assert [r.speaker for r in results] == ["S1", "S2"]
+    async with _dubber() as dubber:
+        with pytest.raises(stsdub.ConfigurationError, match="asks for speakers"):
+            async with dubber.open_stream("call", speakers=True):
+                pass
+    with pytest.raises(stsdub.ConfigurationError, match="speakers must be"):
+        _dubber().dub_sync(fragments, speakers="yes")
+
+
 async def test_a_voice_map_wins_and_given_speakers_skip_the_diarizer() -> None:
     fake = FakeDiarizer()
     fragments = [

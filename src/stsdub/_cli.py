@@ -192,7 +192,7 @@ def _add_dub_parser(sub: Any) -> None:
     stages.add_argument(
         "--diarizer",
         default=None,
-        help="tell speakers apart (resemblyzer): fragments are cut at speaker changes and each"
+        help="tell speakers apart (campplus; resemblyzer): fragments are cut at speaker changes and each"
         " speaker gets a voice of their own (see --voices; -O diarizer.num_speakers=N)",
     )
     stages.add_argument(

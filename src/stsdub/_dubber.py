@@ -70,6 +70,7 @@ _OVERRIDABLE = frozenset(
         "output_sample_rate",
         "on_backpressure",
         "background",
+        "speakers",
     }
 )
 # What a stream's results may carry as ``mixed`` (None: nothing, the dub alone).
@@ -203,8 +204,9 @@ class Dubber:
             overflow=overflow,
             output_sample_rate=output_sample_rate,
             on_backpressure=on_backpressure,
-            # A stream's own option only (open_stream / dub): files choose theirs in dub_file.
+            # A stream's own options only (open_stream / dub): files choose theirs in dub_file.
             background=None,
+            speakers=None,
         )
         self._max_fragment_seconds = _positive_float("max_fragment_seconds", max_fragment_seconds)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -248,6 +250,8 @@ class Dubber:
             raise ConfigurationError(
                 f"background must be one of {_BACKGROUNDS} or None, got {settings['background']!r}"
             )
+        if settings["speakers"] not in (None, True, False):
+            raise ConfigurationError(f"speakers must be True, False or None, got {settings['speakers']!r}")
         callback = settings["on_backpressure"]
         if callback is not None and not callable(callback):
             raise ConfigurationError("on_backpressure must be callable")
@@ -273,6 +277,15 @@ class Dubber:
             raise ConfigurationError(
                 f"stream {stream_id!r} asks for background='separate', and this Dubber has no"
                 " separator: pass separator='demucs' (or use background='duck')"
+            )
+        if (
+            settings["speakers"]
+            and self._stages is not None
+            and not callable(getattr(self.diarizer, "embed", None))
+        ):
+            raise ConfigurationError(
+                f"stream {stream_id!r} asks for speakers, and this Dubber has no diarizer that"
+                " labels live fragments: pass diarizer='campplus'"
             )
         if self._stages is not None and self._stages.translator is None and not same_language(source, target):
             raise ConfigurationError(
@@ -489,9 +502,7 @@ class Dubber:
         self._require_open()
         stage = self.diarizer
         if stage is None:
-            raise ConfigurationError(
-                "this Dubber has no diarizer: pass diarizer='campplus' (or an object)"
-            )
+            raise ConfigurationError("this Dubber has no diarizer: pass diarizer='campplus' (or an object)")
         request = DiarizationRequest(
             audio=audio, num_speakers=num_speakers, stream_id=stream_id, options=options
         )
@@ -516,7 +527,9 @@ class Dubber:
         ``max_inflight``, ``fragment_timeout``, ``fallback``, ``overflow``,
         ``output_sample_rate``, ``on_backpressure``, and ``background``: ``"duck"`` or
         ``"separate"`` makes every result carry ``mixed``, the fragment's soundtrack with the
-        dub over it (see :attr:`DubResult.mixed <stsdub.DubResult.mixed>`); default ``None``.
+        dub over it (see :attr:`DubResult.mixed <stsdub.DubResult.mixed>`); default ``None``;
+        and ``speakers``: ``None`` (default) labels each fragment's speaker when the Dubber
+        has a diarizer with ``embed``, ``False`` never does, ``True`` requires it.
         """
         stream = await self._start_stream(stream_id, overrides)
         try:

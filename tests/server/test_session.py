@@ -255,3 +255,24 @@ async def test_a_service_with_a_separator_and_a_diarizer() -> None:
     assert separator.calls == 3
     assert all(p["mixed_audio"]["kind"] == "mixed" for p in processed)
     assert all("separation_ms" in p["stage_timings"] for p in processed)
+
+
+async def test_a_stream_says_whether_it_wants_speakers() -> None:
+    async with serve(**fakes(), diarizer=FakeDiarizer()) as running:
+        client = await running.client()
+        await client.emit("stream:init", init_payload("quiet", speakers=False, target_language="en"))
+        await client.wait_for(lambda: client.of("stream:ready", "quiet"))
+        await client.emit(
+            "fragment:data", fragment("quiet", 0, seconds=0.8, data_base64=_voiced_base64(110.0))
+        )
+        (result,) = await client.wait_count("fragment:processed", 1, "quiet")
+        assert result["speaker"] is None
+    async with serve(**fakes()) as running:  # no diarizer: asking for speakers is refused
+        client = await running.client()
+        await client.emit("stream:init", init_payload("call", speakers=True))
+        await client.wait_for(lambda: client.of("error", "call"))
+        (error,) = client.of("error", "call")
+        assert error["code"] == "INVALID_CONFIG" and "diarizer" in error["message"]
+        await client.emit("stream:init", init_payload("bad", speakers="yes"))
+        await client.wait_for(lambda: client.of("error", "bad"))
+        assert client.of("error", "bad")[0]["code"] == "INVALID_PAYLOAD"  # a mistyped field

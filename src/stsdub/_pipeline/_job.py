@@ -59,6 +59,9 @@ class StreamConfig:
     voices: Mapping[str, str] | None = None
     #: The soundtrack each result carries as ``mixed``: ``"duck"``, ``"separate"`` or ``None``.
     background: str | None = None
+    #: Whether live fragments are labelled with their speaker (``None``: when the Dubber's
+    #: diarizer can; ``False``: never).
+    speakers: bool | None = None
 
 
 @attrs.frozen

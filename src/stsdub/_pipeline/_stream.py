@@ -115,7 +115,8 @@ class Stream:
         self._speakers = SpeakerTracker(
             float(threshold) if isinstance(threshold, (int, float)) else DEFAULT_MATCH_THRESHOLD
         )
-        self._embed = getattr(diarizer, "embed", None) if diarizer is not None else None
+        labels = diarizer is not None and config.speakers is not False
+        self._embed = getattr(diarizer, "embed", None) if labels else None
         self._cast: _casting.VoiceCast | None = None
         self.max_seen_in_pipeline = 0
 

@@ -320,6 +320,8 @@ class DubbingService:
                 overrides["fallback"] = init.fallback
             if init.background is not None:
                 overrides["background"] = init.background
+            if init.speakers is not None:
+                overrides["speakers"] = init.speakers
             pressure = Pressure(max_inflight, self.levels, self.settings.critical_threshold(max_inflight))
             session = Session(self, connection, init, overrides, pressure)
             # Reserved before the first await, so that a second init of the id is refused.

@@ -221,6 +221,9 @@ class StreamInit:
     timeout_ms: int | None
     fallback: str | None
     background: str | None = None
+    #: ``True``: label each fragment's speaker (the service needs a diarizer); ``False``:
+    #: never; ``None``: when the service has a diarizer.
+    speakers: bool | None = None
 
     @classmethod
     def parse(cls, payload: object) -> StreamInit:
@@ -266,8 +269,19 @@ class StreamInit:
                 ProtocolErrorCode.INVALID_CONFIG,
                 f"{where}: background must be 'duck' or 'separate', got {background[:20]!r}",
             )
+        speakers = _optional(config, "speakers", bool, where)
         return cls(
-            stream_id, worker_id, source, target, voice, audio, max_inflight, timeout_ms, fallback, background
+            stream_id,
+            worker_id,
+            source,
+            target,
+            voice,
+            audio,
+            max_inflight,
+            timeout_ms,
+            fallback,
+            background,
+            speakers,
         )
 
 
