@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,3 +143,42 @@ def pooled_der(
             metric(annotation(truth, uri), annotation(hypotheses.get(uri, []), uri), uem=scored)
         )
     return float(abs(metric)), per_file
+
+
+# -- checks every diarizer with ``embed`` passes ----------------------------------------------
+
+
+def assert_embeddings_tell_speakers_apart(
+    diarizer: Any, talk: tuple[np.ndarray, int, list[tuple[float, float, str]]], size: int
+) -> None:
+    """Each line's embedding (``size`` values, length 1) is more like the same speaker's other
+    lines than ``match_threshold``, and less like the other speaker's."""
+    from stsdub import AudioBuffer
+
+    samples, rate, truth = talk
+    lines = [AudioBuffer(samples[round(a * rate) : round(b * rate)], rate) for a, b, _ in truth]
+    e = np.stack([diarizer.embed(line) for line in lines])
+    assert e.shape == (len(lines), size) and np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
+    sim = e @ e.T
+    n = len(lines)
+    same = [sim[i, j] for i in range(n) for j in range(i + 1, n) if i % 2 == j % 2]
+    other = [sim[i, j] for i in range(n) for j in range(i + 1, n) if i % 2 != j % 2]
+    assert min(same) > diarizer.match_threshold > max(other)
+
+
+def live_labels(diarizer: Any, fragments: Sequence[Any]) -> list[tuple[str | None, str | None]]:
+    """(speaker, voice) of each fragment dubbed live by a Dubber with ``diarizer`` (a fake ASR
+    and a fake synthesizer whose lower voice is ``low`` and higher ``high``)."""
+    import stsdub
+    from stsdub.testing import FakeASR, FakeSynthesizer
+
+    dubber = stsdub.Dubber(
+        FakeASR(),
+        None,
+        FakeSynthesizer(voice_pools=(("low",), ("high",))),
+        source_language="en",
+        target_language="en",
+        diarizer=diarizer,
+        device="cpu",
+    )
+    return [(r.speaker, r.voice) for r in dubber.dub_sync(list(fragments))]
