@@ -36,8 +36,6 @@ _POWERSET = np.array(
 #: ``1 - COUNT_BIAS`` (0.2): on meetings far more is lost to missed speech than to false alarms
 #: (on the AMI excerpts, pooled DER at collar 0.25: 21.5 % rounding at 0.5, 20.5 % at 0.2).
 COUNT_BIAS = 0.8
-#: Chunks segmented per forward pass.
-_BATCH = 16
 
 
 class LocalSpeakers:
@@ -45,27 +43,14 @@ class LocalSpeakers:
     3)`` bools, and the model's frame timing."""
 
     def __init__(self, segmentation: Any, wav: np.ndarray, step: float) -> None:
-        import torch
-
-        model, chunk_s = segmentation.model, segmentation.chunk_s
         self.frame_step = float(segmentation.frame_step)
         #: Seconds from a chunk's start to the centre of its first frame.
         self.frame_offset = float(segmentation.frame_start + segmentation.frame_duration / 2)
-        self.chunk = chunk_s
-        size, hop = round(chunk_s * _RATE), max(1, round(step * _RATE))
-        audio = np.pad(wav, (0, max(0, size - wav.size)))
-        starts = list(range(0, audio.size - size + 1, hop))
-        if starts[-1] + size < audio.size:
-            starts.append(audio.size - size)
-        classes = []
-        device = next(model.parameters()).device
-        for b in range(0, len(starts), _BATCH):
-            batch = np.stack([audio[s : s + size] for s in starts[b : b + _BATCH]])[:, None]
-            with torch.inference_mode():
-                classes.append(model(torch.from_numpy(batch).to(device)).argmax(-1).cpu().numpy())
-        self.starts = np.array(starts) / _RATE
+        self.chunk = float(segmentation.chunk_s)
+        starts, probabilities = segmentation.chunks(wav, step)
+        self.starts = starts / _RATE
         #: ``(chunks, frames, 3)``: whether each local speaker speaks, from the likeliest class.
-        self.active = _POWERSET[np.concatenate(classes)]
+        self.active = _POWERSET[probabilities.argmax(-1)]
 
     def samples(self, wav: np.ndarray, c: int, mask: np.ndarray) -> np.ndarray:
         """The samples of chunk ``c`` under the frames ``mask`` selects, joined."""

@@ -149,51 +149,49 @@ class Segmentation:
         self.frame_step = float(config.get("frame_step", step))
         self.chunk_s = chunk_s
 
-    def probabilities(
-        self,
-        wav: np.ndarray,
-        step_s: float = 2.5,
-        batch_size: int = 16,
-        hop_s: float = 0.01,
-        hamming: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per ``hop_s`` frame (centred at ``(k + 0.5) * hop_s``) P(speech) and P(overlap), as float32.
+    def chunks(self, wav: np.ndarray, step_s: float, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """The chunk starts (samples) and each chunk's class probabilities ``(chunks, frames, 7)``.
 
         ``wav`` is 16 kHz mono. 10-s chunks every ``step_s`` (plus one flush with the end; audio
-        shorter than a chunk is zero-padded) are scored in batches of ``batch_size``; each chunk's
-        frame curves are interpolated onto the grid and averaged over the chunks covering it
-        (weighted by a Hamming window over each chunk's frames when ``hamming``, as pyannote does).
+        shorter than a chunk is zero-padded) are scored in batches of ``batch_size``.
         """
         audio = np.asarray(wav, dtype=np.float32).reshape(-1)
         n, chunk = audio.size, round(self.chunk_s * SAMPLE_RATE)
-        hop = round(hop_s * SAMPLE_RATE)
-        grid = (np.arange(math.ceil(n / hop)) + 0.5) * hop_s
+        audio = np.pad(audio, (0, max(0, chunk - n)))
+        step = max(1, round(step_s * SAMPLE_RATE))
+        starts = list(range(0, audio.size - chunk + 1, step))
+        if starts[-1] + chunk < audio.size:
+            starts.append(audio.size - chunk)
+        device = next(self.model.parameters()).device
+        out = []
+        for b in range(0, len(starts), batch_size):
+            batch = np.stack([audio[s : s + chunk] for s in starts[b : b + batch_size]])[:, None]
+            with torch.inference_mode():
+                out.append(self.model(torch.from_numpy(batch).to(device)).exp().cpu().numpy())
+        return np.array(starts), np.concatenate(out).astype(np.float64)
+
+    def probabilities(
+        self, wav: np.ndarray, step_s: float = 2.5, hop_s: float = 0.01
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per ``hop_s`` frame (centred at ``(k + 0.5) * hop_s``) P(speech) and P(overlap), as float32:
+        each chunk's (see :meth:`chunks`) curves interpolated onto the grid and averaged over the
+        chunks covering it.
+        """
+        n = np.asarray(wav).size
+        grid = (np.arange(math.ceil(n / round(hop_s * SAMPLE_RATE))) + 0.5) * hop_s
         total = np.zeros((2, grid.size))
         count = np.zeros(grid.size)
         if n == 0:
             return total[0].astype(np.float32), total[1].astype(np.float32)
-        if n < chunk:
-            audio = np.pad(audio, (0, chunk - n))
-        step = max(1, round(step_s * SAMPLE_RATE))
-        starts = list(range(0, max(n - chunk, 0) + 1, step))
-        if starts[-1] + chunk < n:
-            starts.append(n - chunk)
-        device = next(self.model.parameters()).device
-        for b in range(0, len(starts), batch_size):
-            batch = starts[b : b + batch_size]
-            x = torch.from_numpy(np.stack([audio[s : s + chunk] for s in batch])[:, None]).to(device)
-            with torch.inference_mode():
-                p = self.model(x).exp().cpu().numpy().astype(np.float64)  # (B, frames, 7)
-            curves = np.stack([1.0 - p[..., 0], p[..., 4:].sum(-1)], axis=1)  # (B, 2, frames)
-            centres = self.frame_start + self.frame_duration / 2 + self.frame_step * np.arange(p.shape[1])
-            window = np.hamming(p.shape[1]) if hamming else np.ones(p.shape[1])
-            for s, curve in zip(batch, curves, strict=True):
-                t0 = s / SAMPLE_RATE
-                lo, hi = np.searchsorted(grid, [t0, t0 + self.chunk_s])
-                weight = np.interp(grid[lo:hi], t0 + centres, window)
-                for row in range(2):
-                    total[row, lo:hi] += weight * np.interp(grid[lo:hi], t0 + centres, curve[row])
-                count[lo:hi] += weight
+        starts, p = self.chunks(wav, step_s)
+        curves = np.stack([1.0 - p[..., 0], p[..., 4:].sum(-1)], axis=1)  # (chunks, 2, frames)
+        centres = self.frame_start + self.frame_duration / 2 + self.frame_step * np.arange(p.shape[1])
+        for s, curve in zip(starts, curves, strict=True):
+            t0 = s / SAMPLE_RATE
+            lo, hi = np.searchsorted(grid, [t0, t0 + self.chunk_s])
+            for row in range(2):
+                total[row, lo:hi] += np.interp(grid[lo:hi], t0 + centres, curve[row])
+            count[lo:hi] += 1
         mean = total / np.maximum(count, 1e-12)
         return mean[0].astype(np.float32), mean[1].astype(np.float32)
 
