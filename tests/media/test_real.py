@@ -51,7 +51,8 @@ def test_revoicing_a_long_recording_keeps_timeline_subtitles_and_words(tmp_path:
         device="cpu",
         fragment_timeout=60,
     )
-    dubbed = dub_file(dubber, source, tmp_path / "talk_dubbed.wav")
+    # Per fragment: a line tiny.en leaves unpunctuated would share a cue with the next.
+    dubbed = dub_file(dubber, source, tmp_path / "talk_dubbed.wav", units="fragments")
 
     assert soundfile.info(str(tmp_path / "talk_dubbed.wav")).duration == pytest.approx(seconds, rel=0.02)
     assert all(r.status is not Status.FAILED for r in dubbed.results), [str(r.error) for r in dubbed.results]
