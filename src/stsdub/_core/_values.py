@@ -364,6 +364,9 @@ class ASRRequest(_StageRequest):
     language: str | None = None
     #: Transcript of the stream's previous fragment (for prompting), if any.
     previous_transcript: str | None = None
+    #: A fast pass for a live interim caption over audio still growing: the stage may decode
+    #: greedily and skip word times; the result is shown, never dubbed.
+    interim: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -23,6 +23,9 @@ class Cue:
     text: str
     #: The speaker's label (``"S1"``): SRT writes ``[S1] text``, WebVTT a ``<v S1>`` voice span.
     speaker: str | None = None
+    #: The language the text is in, where known (not written into the file: a file dub writes
+    #: one source-subtitle file per language heard).
+    language: str | None = attrs.field(default=None, kw_only=True)
 
 
 def _clock(seconds: float, sep: str) -> str:

@@ -56,7 +56,7 @@ __all__ = [
 logger = logging.getLogger("stsdub.models")
 
 #: The kinds of model :func:`pull` fetches, named after the stages that use them.
-KINDS = ("piper", "ctranslate2", "demucs")
+KINDS = ("piper", "ctranslate2", "demucs", "whisper")
 #: The Hub repository of the Piper voice collection.
 PIPER_REPO = "rhasspy/piper-voices"
 #: Directory of the CTranslate2 conversions, inside the cache (or ``download_root``).

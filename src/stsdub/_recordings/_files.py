@@ -22,7 +22,6 @@ import numpy as np
 
 from .._core import _audio
 from .._core._diarization import Diarization
-from .._core._languages import base_language
 from .._core._separation import Separation
 from .._core._values import AudioBuffer, DubResult, Fragment, Status
 from .._media import (
@@ -50,7 +49,8 @@ from .._speakers import _casting
 from ..errors import ConfigurationError, StsdubError
 from ._project import DubProject
 from ._run import ProjectRun
-from ._translate import SentencePlan, Unit, check_units, file_cues, plan_sentences
+from ._transcribe import main_language
+from ._translate import SentencePlan, Unit, check_units, file_cues, plan_sentences, subtitle_sets
 
 if TYPE_CHECKING:
     from .._core._audio import FloatArray
@@ -359,8 +359,9 @@ async def adub_file(
     track = await anyio.to_thread.run_sync(
         _soundtrack, track, source, speech, results, out_rate, background, parts.background if parts else None
     )
-    source_language = _setting(dubber, overrides, "source_language") or next(
-        (r.transcript.language for r in results if r.transcript is not None and r.transcript.language), None
+    source_language = _setting(dubber, overrides, "source_language") or main_language(
+        (r.transcript.language if r.transcript else None, p.end - p.start)
+        for r, p in zip(results, speech, strict=True)
     )
     source_cues, target_cues = file_cues(speech, source.sample_rate, results, sentence_units)
     written: list[Path] = []
@@ -688,10 +689,7 @@ def _write(
     keep_original_track: bool,
 ) -> list[Path]:
     output = out_plan.path
-    sets = {base_language(target_language): target_cues}
-    src = base_language(source_language) if source_language else "source"
-    # Re-voicing: the "translation" is the transcript, so one set of files says it all.
-    sets.setdefault(src, source_cues)
+    sets = subtitle_sets(source_cues, target_cues, source_language, target_language)
     subtitle_paths = [output.with_name(f"{output.stem}.{lang}.{fmt}") for lang in sets for fmt in formats]
     with staged() as staging:
         tmp = staging.path_for(output)

@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import numpy as np
 
+from .._core import _audio
 from .._media import Cue
 from .._media._subtitles import parse_srt
 from ..errors import ProjectError
 
 if TYPE_CHECKING:
-    pass
+    from .._core._audio import FloatArray
 
 __all__ = ["FORMAT_VERSION", "STOP_AFTER", "DubProject", "InputFingerprint", "ProjectSegment"]
 
@@ -118,6 +120,10 @@ class ProjectSegment:
     status: str = "pending"
     #: Why the last attempt failed (status ``failed``).
     error: str | None = None
+    #: The language the ASR heard here (``None``: not transcribed, or not said), and how sure
+    #: it was (0-1; ``None`` when the language was given rather than detected).
+    language: str | None = None
+    language_probability: float | None = None
 
     @property
     def duration(self) -> float:
@@ -145,6 +151,10 @@ class ProjectSegment:
                 sentence=None if data.get("sentence") is None else int(data["sentence"]),
                 status=str(data.get("status", "pending")),
                 error=_opt_str(data.get("error"), "error"),
+                language=_opt_str(data.get("language"), "language"),
+                language_probability=(
+                    None if data.get("language_probability") is None else float(data["language_probability"])
+                ),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ProjectError(f"{where}: {type(exc).__name__}: {exc}") from exc
@@ -523,3 +533,34 @@ def _stored_path(path: Path, folder: Path) -> str:
         return os.path.relpath(path.resolve(), folder.resolve())
     except ValueError:  # another drive (Windows)
         return str(path.resolve())
+
+
+def write_cached_audio(path: Path, samples: FloatArray, rate: int) -> None:
+    """A dubbed segment's audio into the project's cache (FLAC, written whole or not at all)."""
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
+    os.close(fd)
+    try:
+        soundfile.write(tmp, samples, rate, format="FLAC", subtype="PCM_24")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_cached_audio(path: Path, rate: int) -> FloatArray | None:
+    """Cached audio at ``rate``; ``None`` when there is none (or it is unreadable: dub again)."""
+    import soundfile
+
+    if not path.is_file():
+        return None
+    try:
+        data, found = soundfile.read(str(path), dtype="float32", always_2d=False)
+    except Exception:
+        return None
+    samples = np.clip(np.asarray(data, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    if found != rate:
+        samples = _audio.resample(samples, int(found), rate)
+    return samples.astype(np.float32, copy=False)

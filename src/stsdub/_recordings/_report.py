@@ -51,6 +51,10 @@ def timing_rows(
             "end": end,
             "text": result.translation.text if result.translation is not None else None,
         }
+        if result.transcript is not None:
+            # What was heard: detected per segment (probability 0-1), or given (probability None).
+            row["language"] = result.transcript.language
+            row["language_probability"] = result.transcript.transcript.language_probability
         if fit is not None:
             offset = start or 0.0
             row.update(
@@ -110,7 +114,9 @@ def write_timing_report(
     ``speech_start``/``speech_end`` (the dubbed speech), ``aim`` and ``natural`` (seconds of
     source speech and of the first synthesis), ``speed``, ``stretch``, ``tempo`` (their
     product), ``shortened`` (with ``long_text`` and ``budget_chars``), ``borrowed``
-    (seconds), ``variance``, ``warnings`` and, for a failure, ``error``.
+    (seconds), ``variance``, ``warnings``, ``language`` and ``language_probability`` (what
+    the speech recognizer heard; the probability is ``None`` where the language was given)
+    and, for a failure, ``error``.
     """
     if spans is None and hasattr(results, "spans") and hasattr(results, "results"):
         spans = results.spans

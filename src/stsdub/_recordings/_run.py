@@ -8,7 +8,6 @@ the project file up to date while it works, and stops after a phase when asked.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -59,10 +58,13 @@ from ._project import (
     check_texts,
     grouped_cues,
     project_folder,
+    read_cached_audio,
     read_srt,
     sentence_groups,
+    write_cached_audio,
 )
 from ._sentences import Sentence, sentences, tokens_of
+from ._transcribe import main_language, settle_languages
 from ._translate import Unit, piece_translations, translate_units
 
 if TYPE_CHECKING:
@@ -336,6 +338,9 @@ class ProjectRun:
 
     def _source_language(self, dubber: Dubber) -> str | None:
         found = self._setting(dubber, "source_language")
+        if found is None:
+            # Detected: the language most of the speech is in (each segment keeps its own).
+            found = main_language((s.language if s.transcript else None, s.duration) for s in self.segments)
         if found is None and self.project is not None:
             found = self.project.source_language
         return found  # type: ignore[no-any-return]
@@ -414,8 +419,11 @@ class ProjectRun:
     ) -> None:
         stages, _ = dubber._require_open()
         todo = [s for s in self.segments if s.transcript is None]
+        # None: each piece's language is detected (and kept on the segment), so a recording
+        # that changes language is translated piece by piece from what was spoken.
         language = self._setting(dubber, "source_language")
         previous: str | None = None
+        heard: list[tuple[ProjectSegment, ASRRequest, Transcript | StageError]] = []
         report("transcribe", 0, len(todo))
         for done, s in enumerate(todo, 1):
             a = round(s.start * ANALYSIS_RATE)
@@ -429,23 +437,37 @@ class ProjectRun:
                 fragment_id=f"segment-{s.index}",
             )
             outcome = await _call(dubber, stages.asr, request, "asr", Transcript, self._timeout(dubber))
-            if isinstance(outcome, StageError):
-                self.segments[s.index] = attrs.evolve(s, status="failed", error=str(outcome))
-            else:
-                text = outcome.text.strip()
-                speech = None
-                if outcome.segments:
-                    speech = (_ms(outcome.segments[0].start), _ms(outcome.segments[-1].end))
-                if text:
-                    previous = text
-                if outcome.language and language is None and "source_language" not in self.overrides:
-                    self.overrides["source_language"] = outcome.language
-                    language = outcome.language
-                self.segments[s.index] = attrs.evolve(
-                    s, transcript=text, speech=speech, status="transcribed", error=None
-                )
+            heard.append((s, request, outcome))
+            self._heard(s, outcome)
+            if isinstance(outcome, Transcript) and outcome.text.strip():
+                previous = outcome.text.strip()
             report("transcribe", done, len(todo))
             await self._save_soon(dubber)
+        if language is None and heard:
+            # Pieces detected, unsure, in another language than the recording's: heard again.
+            outcomes = [o for _, _, o in heard]
+            await settle_languages(dubber, [r for _, r, _ in heard], outcomes, self._timeout(dubber))
+            for (s, _, before), after in zip(heard, outcomes, strict=True):
+                if after is not before:
+                    self._heard(s, after)
+
+    def _heard(self, s: ProjectSegment, outcome: Transcript | StageError) -> None:
+        """The segment as transcribed (or failed)."""
+        if isinstance(outcome, StageError):
+            self.segments[s.index] = attrs.evolve(s, status="failed", error=str(outcome))
+            return
+        speech = None
+        if outcome.segments:
+            speech = (_ms(outcome.segments[0].start), _ms(outcome.segments[-1].end))
+        self.segments[s.index] = attrs.evolve(
+            s,
+            transcript=outcome.text.strip(),
+            speech=speech,
+            status="transcribed",
+            error=None,
+            language=outcome.language,
+            language_probability=outcome.language_probability,
+        )
 
     def cue_units(self) -> list[Unit]:
         """The sentences for the output's subtitles: those this run translated, else each group
@@ -495,15 +517,27 @@ class ProjectRun:
         todo = [s for s in self.segments if s.transcript and s.translation is None]
         if not todo or stages.translator is None or same_language(source, target):
             return
-        units = await translate_units(
-            dubber,
-            self._sentences(todo, source),
-            source_language=source,
-            target_language=target,
-            timeout=self._timeout(dubber),
-            stream_id=self._stream_id(),
-            report=report,
-        )
+        # Each language spoken is translated from that language (sentences never span a change).
+        by_language: dict[str | None, list[ProjectSegment]] = {}
+        for s in todo:
+            by_language.setdefault(source or s.language, []).append(s)
+        units: list[Unit] = []
+        for language, members in by_language.items():
+            if same_language(language, target):
+                for s in members:
+                    assert s.transcript is not None
+                    self.segments[s.index] = attrs.evolve(s, translation=s.transcript, status="translated")
+                continue
+            units += await translate_units(
+                dubber,
+                self._sentences(members, language),
+                source_language=language,
+                target_language=target,
+                timeout=self._timeout(dubber),
+                stream_id=self._stream_id(),
+                report=report,
+            )
+        todo = [s for s in todo if self.segments[s.index].translation is None]
         self.units = units
         shares = piece_translations(units, len(self.segments))
         # Segments translated together (sentences across them) are shown and edited together:
@@ -539,7 +573,8 @@ class ProjectRun:
         report("translate", 0, len(todo))
         for done, s in enumerate(todo, 1):
             assert s.transcript is not None
-            if same_language(source, target):
+            spoken = source or s.language
+            if same_language(spoken, target):
                 outcome: Translation | StageError = Translation(s.transcript)
             elif stages.translator is None:
                 outcome = StageError(
@@ -548,7 +583,7 @@ class ProjectRun:
             else:
                 request = TranslationRequest(
                     text=s.transcript,
-                    source_language=source,
+                    source_language=spoken,
                     target_language=target,
                     previous_text=previous[0] if previous else None,
                     previous_translation=previous[1] if previous else None,
@@ -603,7 +638,7 @@ class ProjectRun:
             if s.transcript is not None and s.translation:
                 key = self._key(dubber, s)
                 cached = self.project.audio_path(key)
-                samples = await anyio.to_thread.run_sync(_read_audio, cached, out_rate)
+                samples = await anyio.to_thread.run_sync(read_cached_audio, cached, out_rate)
                 if samples is not None:
                     status = Status.PARTIAL if s.status == "partial" else Status.SUCCESS
                     results[s.index] = self._cached(s, samples, out_rate, status, language)
@@ -646,7 +681,7 @@ class ProjectRun:
         transcript = None
         if s.transcript is not None:
             segments = (Segment(s.speech[0], s.speech[1], s.transcript),) if s.speech is not None else ()
-            transcript = Transcript(s.transcript, language, segments)
+            transcript = Transcript(s.transcript, s.language or language, segments, s.language_probability)
         return Fragment(
             s.index,
             audio16k[a:b],
@@ -671,7 +706,9 @@ class ProjectRun:
             key = self._key(dubber, s)
             assert self.project is not None
             path = self.project.audio_path(key)
-            await anyio.to_thread.run_sync(_write_audio, path, result.audio.samples, result.audio.sample_rate)
+            await anyio.to_thread.run_sync(
+                write_cached_audio, path, result.audio.samples, result.audio.sample_rate
+            )
             self.synthesized += 1
             s = attrs.evolve(s, audio_key=key, status=result.status.value, error=None)
         elif result.ok:
@@ -688,7 +725,7 @@ class ProjectRun:
         transcript = TranscriptAsset(
             f"transcript-{fid}-{s.index}",
             (f"fragment:{fid}",),
-            Transcript(s.transcript or "", language, segments),
+            Transcript(s.transcript or "", s.language or language, segments, s.language_probability),
         )
         translation = TranslationAsset(
             f"translation-{fid}-{s.index}",
@@ -751,33 +788,3 @@ def _ms(seconds: float) -> float:
 
 def _later(phase: str, other: str) -> str:
     return max(phase, other, key=_PHASES.index)
-
-
-def _write_audio(path: Path, samples: FloatArray, rate: int) -> None:
-    import soundfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
-    os.close(fd)
-    try:
-        soundfile.write(tmp, samples, rate, format="FLAC", subtype="PCM_24")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_audio(path: Path, rate: int) -> FloatArray | None:
-    """Cached audio at ``rate``; ``None`` when there is none (or it is unreadable: dub again)."""
-    import soundfile
-
-    if not path.is_file():
-        return None
-    try:
-        data, found = soundfile.read(str(path), dtype="float32", always_2d=False)
-    except Exception:
-        return None
-    samples = np.clip(np.asarray(data, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    if found != rate:
-        samples = _audio.resample(samples, int(found), rate)
-    return samples.astype(np.float32, copy=False)

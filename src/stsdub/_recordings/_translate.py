@@ -25,10 +25,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .._core._languages import same_language
+from .._core._languages import base_language, same_language
 from .._core._values import (
-    ASRRequest,
-    AudioBuffer,
     DubResult,
     Transcript,
     Translation,
@@ -38,6 +36,7 @@ from .._media import ANALYSIS_RATE, Cue, Piece
 from ..errors import ConfigurationError, StageError
 from ._calls import call_stage
 from ._sentences import Sentence, sentences, split_text, tokens_of
+from ._transcribe import transcribe_pieces
 
 if TYPE_CHECKING:
     from .._core._audio import FloatArray
@@ -52,6 +51,7 @@ __all__ = [
     "file_cues",
     "piece_translations",
     "plan_sentences",
+    "subtitle_sets",
     "translate_units",
     "unit_cues",
 ]
@@ -114,38 +114,6 @@ class SentencePlan:
         transcript, translation = self.given(piece)
         has_words = transcript is not None and bool(transcript.text.strip())
         return has_words and translation is not None and not translation.strip()
-
-
-async def _transcribe(
-    dubber: Dubber,
-    audio16k: FloatArray,
-    spans: Sequence[tuple[int, int]],
-    *,
-    language: str | None,
-    timeout: float,
-    stream_id: str,
-    report: Report,
-) -> list[Transcript | StageError]:
-    """Every piece transcribed in order, each prompted with the transcript before it."""
-    stages, _ = dubber._require_open()
-    previous: str | None = None
-    out: list[Transcript | StageError] = []
-    report("transcribe", 0, len(spans))
-    for n, (a, b) in enumerate(spans):
-        request = ASRRequest(
-            audio=AudioBuffer(audio16k[a:b], ANALYSIS_RATE),
-            language=language,
-            previous_transcript=previous,
-            stream_id=stream_id,
-            sequence_number=n,
-            fragment_id=f"piece-{n}",
-        )
-        outcome = await call_stage(dubber, stages.asr, request, "asr", Transcript, timeout)
-        if isinstance(outcome, Transcript) and outcome.text.strip():
-            previous = outcome.text
-        out.append(outcome)
-        report("transcribe", n + 1, len(spans))
-    return out
 
 
 def _context(units: Sequence[Unit], sentence: Sentence) -> tuple[tuple[str, str], ...]:
@@ -252,7 +220,7 @@ async def plan_sentences(
     Pieces whose ASR failed hold no words and are left to the stream; so are pieces of a
     sentence whose translation failed.
     """
-    heard = await _transcribe(
+    heard = await transcribe_pieces(
         dubber, audio16k, spans, language=source_language, timeout=timeout, stream_id=stream_id, report=report
     )
     tokens = []
@@ -327,7 +295,12 @@ def unit_cues(unit: Unit) -> list[tuple[Cue, Cue]]:
         first += words
         start, end = tokens[0].start, max(tokens[-1].end, tokens[0].start + 0.001)
         speaker = sentence.speaker
-        cues.append((Cue(start, end, _wrap(heard), speaker), Cue(start, end, _wrap(said), speaker)))
+        cues.append(
+            (
+                Cue(start, end, _wrap(heard), speaker, language=sentence.language),
+                Cue(start, end, _wrap(said), speaker),
+            )
+        )
     return cues
 
 
@@ -358,7 +331,35 @@ def file_cues(
             last = start + max(s.end for s in segments)
             if start <= first < last:
                 start, end = first, min(last, end)
-        heard.append(Cue(start, end, result.transcript.text.strip(), result.speaker))
+        heard.append(
+            Cue(
+                start,
+                end,
+                result.transcript.text.strip(),
+                result.speaker,
+                language=result.transcript.language,
+            )
+        )
         if result.translation is not None and result.translation.text.strip():
             said.append(Cue(start, end, result.translation.text.strip(), result.speaker))
     return sorted(heard, key=lambda c: c.start), sorted(said, key=lambda c: c.start)
+
+
+def subtitle_sets(
+    source_cues: Sequence[Cue], target_cues: Sequence[Cue], source_language: str | None, target_language: str
+) -> dict[str, list[Cue]]:
+    """The subtitle files of a file dub, by the language each is in (the files' ``<lang>`` part).
+
+    The dub's cues, and one set of source cues per language heard (a recording may change
+    language; ``"source"`` where none is known). Re-voicing writes one set: the transcript.
+    """
+    sets = {base_language(target_language): list(target_cues)}
+    spoken: dict[str, list[Cue]] = {}
+    for cue in source_cues:
+        language = cue.language or source_language
+        spoken.setdefault(base_language(language) if language else "source", []).append(cue)
+    if not spoken:
+        spoken[base_language(source_language) if source_language else "source"] = []
+    for language, cues in spoken.items():
+        sets.setdefault(language, cues)
+    return sets
