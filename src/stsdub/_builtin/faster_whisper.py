@@ -247,7 +247,7 @@ class FasterWhisperASR(WindowDecoding):
 
         Measured on real meetings on two CPU cores (docs/performance.md#which-language-is-spoken),
         tiny.en keeps a real-time factor of ~0.15 and refuses speech that does not sound like
-        English; base hears the language but costs 4-5 times as much (over the 0.35 budget of
+        English; base hears the language but costs 5-7 times as much (over the 0.35 budget of
         one live stream), so it is chosen by name (``model="base"``, ``--asr-model base``).
         """
         bundled = bundled_model_path()
