@@ -15,6 +15,8 @@ from ._core._audio import base64_to_float as base64_to_float
 from ._core._audio import float_to_base64 as float_to_base64
 from ._core._audio import float_to_pcm16 as float_to_pcm16
 from ._core._audio import pcm16_to_float as pcm16_to_float
+from ._core._captions import Caption as Caption
+from ._core._captions import CaptionStatus as CaptionStatus
 from ._core._diarization import Diarization as Diarization
 from ._core._diarization import DiarizationRequest as DiarizationRequest
 from ._core._separation import Separation as Separation
@@ -81,6 +83,8 @@ __all__ = [
     "AudioBuffer",
     "BackpressureEvent",
     "BackpressureLevels",
+    "Caption",
+    "CaptionStatus",
     "ConfigurationError",
     "Diarization",
     "DiarizationRequest",

@@ -22,6 +22,8 @@ from ._core._languages import same_language
 from ._core._separation import Separation, SeparationRequest
 from ._core._values import AudioBuffer, DubResult, Fragment
 from ._pipeline._backpressure import BackpressureCallback, BackpressureLevels
+from ._pipeline._captions import DEFAULT_INTERVAL as DEFAULT_CAPTION_INTERVAL
+from ._pipeline._captions import check_captions
 from ._pipeline._duration import DurationMatcher, DurationPolicy
 from ._pipeline._job import Stages, StreamConfig, Ticket
 from ._pipeline._runner import StageRunner
@@ -71,6 +73,8 @@ _OVERRIDABLE = frozenset(
         "on_backpressure",
         "background",
         "speakers",
+        "captions",
+        "caption_interval",
     }
 )
 # What a stream's results may carry as ``mixed`` (None: nothing, the dub alone).
@@ -207,6 +211,8 @@ class Dubber:
             # A stream's own options only (open_stream / dub): files choose theirs in dub_file.
             background=None,
             speakers=None,
+            captions=None,
+            caption_interval=DEFAULT_CAPTION_INTERVAL,
         )
         self._max_fragment_seconds = _positive_float("max_fragment_seconds", max_fragment_seconds)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -252,6 +258,7 @@ class Dubber:
             )
         if settings["speakers"] not in (None, True, False):
             raise ConfigurationError(f"speakers must be True, False or None, got {settings['speakers']!r}")
+        check_captions(settings["captions"], settings["caption_interval"])
         callback = settings["on_backpressure"]
         if callback is not None and not callable(callback):
             raise ConfigurationError("on_backpressure must be callable")
@@ -528,8 +535,13 @@ class Dubber:
         ``output_sample_rate``, ``on_backpressure``, and ``background``: ``"duck"`` or
         ``"separate"`` makes every result carry ``mixed``, the fragment's soundtrack with the
         dub over it (see :attr:`DubResult.mixed <stsdub.DubResult.mixed>`); default ``None``;
-        and ``speakers``: ``None`` (default) labels each fragment's speaker when the Dubber
-        has a diarizer with ``embed``, ``False`` never does, ``True`` requires it.
+        ``speakers``: ``None`` (default) labels each fragment's speaker when the Dubber
+        has a diarizer with ``embed``, ``False`` never does, ``True`` requires it; and
+        ``captions``: ``"final"`` makes the stream yield a :class:`~stsdub.Caption` for each
+        fragment's transcript and translation before its result, ``"interim"`` also captions
+        the utterance in progress from :meth:`Stream.send_audio <stsdub.Stream.send_audio>`
+        (at most one pass every ``caption_interval`` seconds, default 0.5); see
+        docs/captions.md.
         """
         stream = await self._start_stream(stream_id, overrides)
         try:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stsdub.server import ServerSettings
-from stsdub.testing import FakeDiarizer, FakeSeparator, FakeSynthesizer
+from stsdub.testing import FakeASR, FakeDiarizer, FakeSeparator, FakeSynthesizer
 
 from .conftest import RATE, TOKEN, fakes, fragment, init_payload, serve
 
@@ -276,3 +276,40 @@ async def test_a_stream_says_whether_it_wants_speakers() -> None:
         await client.emit("stream:init", init_payload("bad", speakers="yes"))
         await client.wait_for(lambda: client.of("error", "bad"))
         assert client.of("error", "bad")[0]["code"] == "INVALID_PAYLOAD"  # a mistyped field
+
+
+async def test_a_stream_with_captions_gets_them_before_each_result() -> None:
+    growing = FakeASR(
+        text=lambda r: "hello there" if r.interim else "hello there friend", mode="async", concurrency=4
+    )
+    async with serve(**{**fakes(), "asr": growing}) as running:
+        client = await running.client()
+        await client.open_stream("live", captions="interim", caption_interval_ms=50)
+        for _ in range(4):  # the utterance as it is spoken: 0.25 s at a time
+            answer = await client.sio.call("audio:partial", fragment("live", 0, seconds=0.25))
+            assert answer["status"] == "accepted", answer
+            await anyio.sleep(0.08)
+        await client.emit("fragment:data", fragment("live", 0, seconds=1.0))
+        (result,) = await client.wait_count("fragment:processed", 1, "live")
+        captions = client.of("caption", "live")
+        kinds = [c["type"] for c in captions]
+        assert "interim" in kinds and kinds[-2:] == ["final", "translation"], kinds
+        interim = next(c for c in captions if c["type"] == "interim")
+        assert interim["text"] == "hello there" and interim["fragment_id"] is None
+        final, translation = captions[-2:]
+        assert final["text"] == result["transcript"] == "hello there friend"
+        assert final["fragment_id"] == "live-f0" and final["latency_ms"] >= 0
+        assert (
+            translation["text"] == result["translated_text"] and translation["source_text"] == final["text"]
+        )
+        assert _index(client.events, "caption", 0, "live") < _index(
+            client.events, "fragment:processed", 0, "live"
+        )
+
+        # A stream opened without captions refuses partial audio; a bad captions value is refused.
+        await client.open_stream("plain")
+        answer = await client.sio.call("audio:partial", fragment("plain", 0))
+        assert answer["status"] == "rejected" and "without config.captions" in answer["error"]["message"]
+        await client.emit("stream:init", init_payload("bad", captions="always"))
+        await client.wait_for(lambda: client.of("error", "bad"))
+        assert client.of("error", "bad")[0]["code"] == "INVALID_CONFIG"

@@ -34,7 +34,16 @@ if TYPE_CHECKING:
     from ._duration import DurationMatcher
     from ._runner import StageRunner
 
-__all__ = ["SHORTENABLE_KEY", "TAIL_KEY", "Job", "SpeakingRate", "Stages", "StreamConfig", "Ticket"]
+__all__ = [
+    "SHORTENABLE_KEY",
+    "TAIL_KEY",
+    "Job",
+    "SpeakingRate",
+    "Stages",
+    "StreamConfig",
+    "StreamRates",
+    "Ticket",
+]
 
 
 @attrs.frozen
@@ -62,6 +71,10 @@ class StreamConfig:
     #: Whether live fragments are labelled with their speaker (``None``: when the Dubber's
     #: diarizer can; ``False``: never).
     speakers: bool | None = None
+    #: Live captions the stream yields beside its results: ``None``, ``"final"`` or
+    #: ``"interim"`` (see :mod:`._captions`), and the seconds between two interim passes.
+    captions: str | None = None
+    caption_interval: float = 0.5
 
 
 @attrs.frozen
@@ -199,6 +212,31 @@ class SpeakingRate:
 
     def estimate(self) -> float | None:
         return self.chars / self.seconds if self.seconds > 0 else None
+
+
+class StreamRates:
+    """How fast a stream's voice speaks: its own estimate, and the Dubber's shared ones
+    (``(voice, language)`` → rate) that a new stream predicts its first fragments from."""
+
+    #: Seconds of a voice heard before its rate is used for predictions.
+    PREDICT_AFTER_SECONDS = 1.0
+
+    def __init__(self, shared: dict[tuple[str | None, str], SpeakingRate], language: str) -> None:
+        self.own = SpeakingRate()
+        self._shared = shared
+        self._language = language
+
+    def observe(self, voice: str | None, chars: int, seconds: float) -> None:
+        """Learn the voice's speaking rate, for this stream and for the Dubber's later ones."""
+        self.own.observe(chars, seconds)
+        self._shared.setdefault((voice, self._language), SpeakingRate()).observe(chars, seconds)
+
+    def predictable(self, voice: str | None) -> float | None:
+        """The rate to predict with: the stream's own once heard enough, else the Dubber's."""
+        measured = self.own
+        if measured.seconds < self.PREDICT_AFTER_SECONDS:
+            measured = self._shared.get((voice, self._language)) or measured
+        return measured.estimate() if measured.seconds >= self.PREDICT_AFTER_SECONDS else None
 
 
 def speech_span(transcript: TranscriptAsset | None) -> tuple[float, float] | None:

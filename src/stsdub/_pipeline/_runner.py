@@ -78,6 +78,9 @@ class StageRunner(Generic[Req, Res]):
         self._queued = anyio.Event()
         self.calls = 0
         self.batch_calls = 0
+        #: Calls waiting for or inside the stage now (a stream's interim captions run only
+        #: when a slot is free, so they never queue ahead of a fragment).
+        self.active = 0
 
     @property
     def batches(self) -> bool:
@@ -91,6 +94,13 @@ class StageRunner(Generic[Req, Res]):
 
     async def call(self, request: Req, deadline: float = math.inf) -> Res:
         """One request through the stage; raises StageError (the caller handles timeouts)."""
+        self.active += 1
+        try:
+            return await self._call(request, deadline)
+        finally:
+            self.active -= 1
+
+    async def _call(self, request: Req, deadline: float) -> Res:
         if self._batch_fn is None:
             self.calls += 1
             try:

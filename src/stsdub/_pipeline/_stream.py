@@ -12,7 +12,6 @@ of eating theirs too.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections import deque
@@ -22,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import attrs
-import numpy as np
 
-from .._core._languages import same_language
+from .._core._captions import Caption, CaptionStatus
+from .._core._languages import doubtful_change, kept_language, same_language
 from .._core._values import (
     ASRRequest,
     AudioAsset,
@@ -44,6 +43,7 @@ from .._core._values import (
 from .._speakers import _casting
 from .._speakers._tracking import DEFAULT_MATCH_THRESHOLD, SpeakerTracker
 from ..errors import (
+    ConfigurationError,
     ErrorCode,
     InvalidAudioError,
     SequenceError,
@@ -52,7 +52,8 @@ from ..errors import (
 )
 from . import _job, _results
 from ._backpressure import LevelTracker
-from ._job import Job, SpeakingRate, Stages, StreamConfig, Ticket, fragment_tail, speech_seconds, speech_span
+from ._captions import Captioner
+from ._job import Job, Stages, StreamConfig, StreamRates, Ticket, fragment_tail, speech_seconds, speech_span
 from ._runner import wrap_exception
 from ._soundtrack import LiveSoundtrack
 
@@ -64,9 +65,6 @@ __all__ = ["Stream"]
 
 log = logging.getLogger("stsdub")
 
-# Seconds of its voice a stream has measured before it predicts the speaking rate to ask for.
-_PREDICT_AFTER_SECONDS = 1.0
-
 
 class Stream:
     """A sequence of fragments dubbed in order; get one from :meth:`stsdub.Dubber.open_stream`.
@@ -75,7 +73,8 @@ class Stream:
     the pipeline), ``await end()`` says no more will come, and ``async for result in stream``
     yields exactly one :class:`~stsdub.DubResult` per accepted fragment, in order. Read the
     results while sending (from another task), or use ``overflow="reject"``: with neither,
-    ``send`` waits for room that only reading makes.
+    ``send`` waits for room that only reading makes. A stream opened with ``captions`` also
+    yields live :class:`~stsdub.Caption` events, from :meth:`events` (see docs/captions.md).
     """
 
     def __init__(self, config: StreamConfig, stages: Stages) -> None:
@@ -103,12 +102,15 @@ class Stream:
         self._prev_source_text: str | None = None
         self._prev_translation: str | None = None
         self._prev_spoken: str | None = None
+        #: The language the stream was last heard in (detected per fragment, or the one given).
+        self.language: str | None = config.source_language
+        self._captions = Captioner(config, stages, self) if config.captions else None
         # Dubbed speech of the last fragment that runs past its end (see _duration.py).
         self._carry: Carry | None = None
         # The soundtrack under the dub, carried from fragment to fragment (background=).
         self._soundtrack = LiveSoundtrack()
-        # How fast this stream's voice speaks, for length budgets (see SpeakingRate).
-        self._rate = SpeakingRate()
+        # How fast this stream's voice speaks, for length budgets (see StreamRates).
+        self._rates = StreamRates(stages.voice_rates, config.target_language)
         # The speakers heard so far, and the voice each was given: stable for the stream.
         diarizer = stages.diarizer
         threshold = getattr(diarizer, "match_threshold", DEFAULT_MATCH_THRESHOLD)
@@ -117,7 +119,9 @@ class Stream:
         )
         labels = diarizer is not None and config.speakers is not False
         self._embed = getattr(diarizer, "embed", None) if labels else None
-        self._cast: _casting.VoiceCast | None = None
+        self._cast = _casting.LiveCast(
+            stages.synthesizer.stage, config.target_language, config.voice, config.voices
+        )
         self.max_seen_in_pipeline = 0
 
     # -- public surface ---------------------------------------------------------------------
@@ -152,11 +156,38 @@ class Stream:
         ticket = await self.submit(fragment)
         self._tickets.append(ticket)
         self._tickets_changed.set()
+        if self._captions is not None:
+            self._captions.sent(fragment.sequence_number)
+
+    def send_audio(
+        self, audio: Any, sample_rate: int = 16_000, *, sequence_number: int | None = None
+    ) -> None:
+        """Audio of the utterance in progress (appended), for interim captions; it still comes
+        as a fragment when it ends. ``sequence_number``: that fragment's, when not last + 1."""
+        self._require_captions().feed(audio, sample_rate, sequence_number)
+
+    def events(self) -> AsyncIterator[DubResult | Caption]:
+        """Captions as they come and results in input order (a stream opened with ``captions``)."""
+        return self._require_captions().events()
+
+    @property
+    def caption_status(self) -> CaptionStatus | None:
+        """How the stream's captions are doing; ``None`` without captions."""
+        return None if self._captions is None else self._captions.status()
+
+    def _require_captions(self) -> Captioner:
+        if self._captions is None:
+            raise ConfigurationError(
+                f"stream {self.stream_id!r} was opened without captions= (see docs/captions.md)"
+            )
+        return self._captions
 
     async def end(self) -> None:
         """No more fragments; the results of those sent still arrive."""
         if not self._ended:
             self._ended = True
+            if self._captions is not None:
+                self._captions.input_ended()
             await self._jobs_in.aclose()
             self._tickets_changed.set()
 
@@ -182,6 +213,8 @@ class Stream:
         return self
 
     async def __anext__(self) -> DubResult:
+        if self._captions is not None:
+            self._captions.results_only()  # read this way, captions are not kept
         while not self._tickets:
             if self._ended or self._closed:
                 raise StopAsyncIteration
@@ -278,6 +311,8 @@ class Stream:
                     tg.start_soon(self._translation_worker, jobs_1_out, jobs_2)
                     tg.start_soon(self._synthesis_worker, jobs_2_out, tg.cancel_scope)
                     tg.start_soon(self._pressure.deliver_forever)
+                    if self._captions is not None:
+                        tg.start_soon(self._captions.run)
                     task_status.started()
                 await self._pressure.flush()
         finally:
@@ -296,47 +331,23 @@ class Stream:
                 job.timings["queued"] = 1000 * (now - job.accepted_at)
                 job.deadline = now + self.config.fragment_timeout
                 await _guarded(job, self._transcribe(job))
+                if self._captions is not None:
+                    self._captions.final(job)
                 await out.send(job)
 
     async def _identify(self, job: Job) -> None:
         """Label a fragment without a speaker by matching its embedding to the stream's speakers."""
-        embed = self._embed
-        if job.speaker is not None or not callable(embed):
+        if job.speaker is not None or not callable(self._embed):
             return
         started = anyio.current_time()
-        audio = job.fragment.buffer
-        embedding: Any = None
         try:
-            with anyio.CancelScope(deadline=job.deadline):
-                if inspect.iscoroutinefunction(embed):
-                    embedding = await embed(audio)
-                else:
-                    embedding = await anyio.to_thread.run_sync(
-                        embed, audio, limiter=self._stages.diarizer_limiter, abandon_on_cancel=True
-                    )
-            if embedding is not None:
-                job.speaker = self._speakers.identify(np.asarray(embedding))
+            limiter = self._stages.diarizer_limiter
+            job.speaker = await self._speakers.identify_audio(
+                self._embed, job.fragment.buffer, job.deadline, limiter
+            )
         except Exception as exc:  # the dub goes on with the stream's voice
             job.warnings.append(f"speaker: the diarizer's embed failed ({type(exc).__name__}: {exc})")
         job.timings["speaker"] = 1000 * (anyio.current_time() - started)
-
-    def _voice_for(self, job: Job) -> str | None:
-        """The speaker's voice (chosen, or cast by pitch once per speaker), else the stream's."""
-        if job.speaker is None:
-            return self.config.voice
-        if self._cast is None:
-            try:
-                lower, higher = _casting.speaker_voices(
-                    self._stages.synthesizer.stage, self.config.target_language, self.config.voice
-                )
-            except Exception as exc:
-                job.warnings.append(f"speaker voices: {type(exc).__name__}: {exc}; one voice for all")
-                lower, higher = (), ()
-            self._cast = _casting.VoiceCast(lower, higher, self.config.voices, self.config.voice)
-        known = job.speaker in self._cast.voices
-        fragment = job.fragment
-        f0 = None if known else _casting.median_f0(fragment.audio, fragment.sample_rate)
-        return self._cast.voice_for(job.speaker, f0)
 
     async def _separate(self, job: Job) -> None:
         """Split the fragment into voice and background (``background="separate"``).
@@ -373,6 +384,19 @@ class Stream:
             transcript = await self._call(job, "asr", self._stages.asr, request, Transcript)
             if transcript is None:
                 return
+            if self.language is not None and doubtful_change(transcript, self.language):
+                # An unsure change of language: decoded again in the stream's own.
+                again = await self._call(
+                    job, "asr", self._stages.asr, attrs.evolve(request, language=self.language), Transcript
+                )
+                if again is None and job.error is not None and job.error.code is not ErrorCode.TIMEOUT:
+                    job.error = None  # a failed second look keeps the first
+                transcript = (kept_language(again, self.language) if again else None) or transcript
+        if transcript.text.strip() and transcript.language:
+            if self.language is not None and not same_language(transcript.language, self.language):
+                sure = transcript.language_probability or 1.0
+                job.warnings.append(f"language changed: {self.language} → {transcript.language} ({sure:.2f})")
+            self.language = transcript.language
         if job.speaker is not None and transcript.segments:
             segments = tuple(attrs.evolve(s, speaker=s.speaker or job.speaker) for s in transcript.segments)
             transcript = attrs.evolve(transcript, segments=segments)
@@ -389,6 +413,8 @@ class Stream:
             async for job in jobs:
                 if job.pending:
                     await _guarded(job, self._translate(job))
+                    if self._captions is not None:
+                        self._captions.translated(job)
                 await out.send(job)
 
     async def _translate(self, job: Job) -> None:
@@ -501,7 +527,9 @@ class Stream:
         # Silence after the aim that speech longer than the source's may borrow.
         spare = fragment.duration - span[0] - span[1] if span is not None else tail_seconds
         room_carry = carry if span is None else None
-        job.voice = self._voice_for(job)
+        job.voice = self._cast.voice_for(
+            job.speaker, job.fragment.audio, job.fragment.sample_rate, job.warnings
+        )
         runner = self._stages.synthesizer
         # A synthesizer that clones each speaker from their own speech is told who speaks and
         # given the source audio; no other synthesizer is sent (or has to carry) either.
@@ -530,7 +558,7 @@ class Stream:
         # What the speech lasts at the voice's own rate (measured, or from the rate asked for).
         natural = speech_seconds(speech) * speed
         chars = len(text.strip())
-        self._observe_rate(job, chars, natural)
+        self._rates.observe(job.voice, chars, natural)
         # Speech that would need more than a comfortable speed-up: a translator that can keep
         # to a length budget is asked once for a shorter text, which sounds better than any
         # speed-up or stretch.
@@ -538,7 +566,7 @@ class Stream:
         budget: LengthBudget | None = None
         room = duration.room_for(natural, aim_seconds, room_carry, spare)
         if room > 0 and natural / room > duration.policy.comfortable_speed and self._can_shorten(job):
-            rate_now = self._rate.estimate() or chars / natural
+            rate_now = self._rates.own.estimate() or chars / natural
             budget = LengthBudget(
                 max_chars=max(1, math.floor(rate_now * room)),
                 seconds=round(room, 3),
@@ -551,7 +579,7 @@ class Stream:
             if shorter is not None:
                 long_text, (text, speech) = text, shorter
                 request = attrs.evolve(request, text=text)
-                self._observe_rate(job, len(text.strip()), speech_seconds(speech) * speed)
+                self._rates.observe(job.voice, len(text.strip()), speech_seconds(speech) * speed)
         self._prev_spoken = text
         # A synthesizer that can change its speaking rate is asked once more when the speech
         # still misses: a voice speaking faster sounds better than a recording stretched.
@@ -636,28 +664,14 @@ class Stream:
         comfortable speed-up: then the first synthesis, at the voice's own rate, decides
         whether a translator that honours a length budget is asked for a shorter text.
         """
-        measured = self._rate
-        if measured.seconds < _PREDICT_AFTER_SECONDS:
-            # A new stream: what the Dubber's other streams measured of this voice, if any.
-            measured = self._stages.voice_rates.get(self._voice_key(job)) or measured
-        rate = measured.estimate()
-        if rate is None or measured.seconds < _PREDICT_AFTER_SECONDS:
+        rate = self._rates.predictable(job.voice)
+        if rate is None:
             return 1.0
         duration = self._stages.duration
-        predicted = len(text.strip()) / rate
-        speed = duration.speed_for(predicted, aim_seconds, carry, spare)
+        speed = duration.speed_for(len(text.strip()) / rate, aim_seconds, carry, spare)
         if speed is None or (speed > duration.policy.comfortable_speed and self._can_shorten(job)):
             return 1.0
         return round(speed, 3)
-
-    def _voice_key(self, job: Job) -> tuple[str | None, str]:
-        return job.voice, self.config.target_language
-
-    def _observe_rate(self, job: Job, chars: int, seconds: float) -> None:
-        """Learn the voice's speaking rate, for this stream and for the Dubber's later ones."""
-        self._rate.observe(chars, seconds)
-        shared = self._stages.voice_rates.setdefault(self._voice_key(job), SpeakingRate())
-        shared.observe(chars, seconds)
 
     def _can_shorten(self, job: Job) -> bool:
         """Whether the translator may be asked for a shorter version of this job's text."""

@@ -13,7 +13,7 @@ from ..errors import ConfigurationError
 if TYPE_CHECKING:
     from .._core._audio import FloatArray
 
-__all__ = ["PITCH_SPLIT_HZ", "VoiceCast", "median_f0", "speaker_voices", "voice_map"]
+__all__ = ["PITCH_SPLIT_HZ", "LiveCast", "VoiceCast", "median_f0", "speaker_voices", "voice_map"]
 
 #: Median F0 below which a speaker gets a lower (male-sounding) voice; adult male speech
 #: centres near 120 Hz and female near 210 Hz, so the split sits between the two.
@@ -135,3 +135,37 @@ def voice_map(value: object) -> dict[str, str] | None:
     ):
         raise ConfigurationError(f"voices must map speaker labels to voice names (str → str), got {value!r}")
     return dict(value)
+
+
+class LiveCast:
+    """The voices of one live stream's speakers, cast on the first labelled fragment.
+
+    The voice pools come from the synthesizer once (a failure gives every speaker the
+    stream's voice, with a warning); each new speaker is cast by the median pitch of their
+    first fragment.
+    """
+
+    def __init__(
+        self, synthesizer: object, language: str, voice: str | None, fixed: Mapping[str, str] | None
+    ):
+        self._synthesizer = synthesizer
+        self._language = language
+        self._voice = voice
+        self._fixed = fixed
+        self._cast: VoiceCast | None = None
+
+    def voice_for(
+        self, speaker: str | None, audio: np.ndarray, sample_rate: int, warnings: list[str]
+    ) -> str | None:
+        """The speaker's voice (chosen, or cast by pitch once per speaker), else the stream's."""
+        if speaker is None:
+            return self._voice
+        if self._cast is None:
+            try:
+                lower, higher = speaker_voices(self._synthesizer, self._language, self._voice)
+            except Exception as exc:
+                warnings.append(f"speaker voices: {type(exc).__name__}: {exc}; one voice for all")
+                lower, higher = (), ()
+            self._cast = VoiceCast(lower, higher, self._fixed, self._voice)
+        f0 = None if speaker in self._cast.voices else median_f0(audio, sample_rate)
+        return self._cast.voice_for(speaker, f0)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import anyio
 import numpy as np
 
 from .._core._diarization import SpeakerTurn
@@ -78,6 +81,22 @@ class SpeakerTracker:
     def speakers(self) -> tuple[str, ...]:
         """The labels given so far, in order."""
         return tuple(self._labels)
+
+    async def identify_audio(
+        self, embed: Callable[[Any], Any], audio: Any, deadline: float, limiter: anyio.CapacityLimiter | None
+    ) -> str | None:
+        """The label of the speaker of ``audio``, embedded with the diarizer's ``embed`` (sync
+        in a worker thread under ``limiter``, or async) before ``deadline``; ``None`` when it
+        gives nothing (no speech) or time runs out. ``embed``'s exceptions propagate."""
+        embedding: Any = None
+        with anyio.CancelScope(deadline=deadline):
+            if inspect.iscoroutinefunction(embed):
+                embedding = await embed(audio)
+            else:
+                embedding = await anyio.to_thread.run_sync(
+                    embed, audio, limiter=limiter, abandon_on_cancel=True
+                )
+        return None if embedding is None else self.identify(np.asarray(embedding))
 
     def identify(self, embedding: np.ndarray) -> str | None:
         """The label for ``embedding``; ``None`` when it is empty (no speech was heard)."""

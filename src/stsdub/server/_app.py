@@ -138,6 +138,7 @@ class DubbingService:
         self.sio.on("stream:resume", self._on_stream_resume)
         self.sio.on("stream:end", self._on_stream_end)
         self.sio.on("fragment:data", self._on_fragment_data)
+        self.sio.on("audio:partial", self._on_audio_partial)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -322,6 +323,10 @@ class DubbingService:
                 overrides["background"] = init.background
             if init.speakers is not None:
                 overrides["speakers"] = init.speakers
+            if init.captions is not None:
+                overrides["captions"] = init.captions
+            if init.caption_interval_ms is not None:
+                overrides["caption_interval"] = init.caption_interval_ms / 1000
             pressure = Pressure(max_inflight, self.levels, self.settings.critical_threshold(max_inflight))
             session = Session(self, connection, init, overrides, pressure)
             # Reserved before the first await, so that a second init of the id is refused.
@@ -412,6 +417,57 @@ class DubbingService:
         session.end()
         log.info("stream ending", extra={"event": "stream:end", "stream_id": session.stream_id})
         return {"stream_id": session.stream_id, "state": "ending", "in_flight": session.outstanding}
+
+    async def _on_audio_partial(self, sid: str, *args: object) -> dict[str, Any]:
+        """Audio of the utterance in progress, for interim captions; answered by its callback
+        (and an ``error`` event when refused)."""
+        payload = _single(args)
+        _, stream_id, seq = FragmentData.peek(payload)
+        connection = self.connections.get(sid)
+        if connection is None:
+            return {"status": "rejected"}
+        try:
+            session = self.sessions.get(stream_id) if stream_id is not None else None
+            stream = session.stream if session is not None and session.connection is connection else None
+            if session is None or stream is None or session.state not in ("active", "paused"):
+                raise ProtocolError(
+                    ProtocolErrorCode.STREAM_NOT_FOUND,
+                    f"audio:partial: no running stream {stream_id!r} on this connection",
+                )
+            if not session.overrides.get("captions"):
+                raise ProtocolError(
+                    ProtocolErrorCode.INVALID_CONFIG,
+                    f"audio:partial: stream {stream_id!r} was opened without config.captions",
+                )
+            data = dict(payload) if isinstance(payload, Mapping) else payload
+            if isinstance(data, dict):
+                data.setdefault("fragment_id", f"partial-{seq}")
+            parsed = FragmentData.parse(
+                data,
+                expected=session.audio,
+                max_payload_bytes=self.settings.max_payload_bytes,
+                max_fragment_seconds=self.settings.max_fragment_seconds,
+                what="audio:partial",
+            )
+            fragment = parsed.fragment
+            stream.send_audio(fragment.audio, fragment.sample_rate, sequence_number=fragment.sequence_number)
+        except (ProtocolError, StsdubError) as exc:
+            err = (
+                exc
+                if isinstance(exc, ProtocolError)
+                else ProtocolError(ProtocolErrorCode.INVALID_PAYLOAD, str(exc))
+            )
+            self.metrics.observe_refusal(err.code.value)
+            connection.send(
+                "error", error_payload(err, stream_id=stream_id, sequence_number=seq, event="audio:partial")
+            )
+            return {
+                "stream_id": stream_id,
+                "sequence_number": seq,
+                "status": "rejected",
+                "error": err.to_dict(),
+            }
+        return {"stream_id": stream_id, "sequence_number": seq, "status": "accepted"}
 
     async def _on_fragment_data(self, sid: str, *args: object) -> dict[str, Any]:
         payload = _single(args)

@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from .._core._captions import Caption
 from .._core._values import DubResult, Fragment
 from ..errors import InvalidFragmentError, StageError
 from ._settings import ALLOWED_SAMPLE_RATES
@@ -224,6 +225,9 @@ class StreamInit:
     #: ``True``: label each fragment's speaker (the service needs a diarizer); ``False``:
     #: never; ``None``: when the service has a diarizer.
     speakers: bool | None = None
+    #: ``"final"`` or ``"interim"``: send ``caption`` events (see docs/captions.md).
+    captions: str | None = None
+    caption_interval_ms: int | None = None
 
     @classmethod
     def parse(cls, payload: object) -> StreamInit:
@@ -270,6 +274,18 @@ class StreamInit:
                 f"{where}: background must be 'duck' or 'separate', got {background[:20]!r}",
             )
         speakers = _optional(config, "speakers", bool, where)
+        captions = _optional(config, "captions", str, where)
+        if captions is not None and captions not in ("final", "interim"):
+            raise ProtocolError(
+                ProtocolErrorCode.INVALID_CONFIG,
+                f"{where}: captions must be 'final' or 'interim', got {captions[:20]!r}",
+            )
+        interval = _optional(config, "caption_interval_ms", int, where)
+        if interval is not None and not 50 <= interval <= 10_000:
+            raise ProtocolError(
+                ProtocolErrorCode.INVALID_CONFIG,
+                f"{where}: caption_interval_ms must be between 50 and 10000, got {interval}",
+            )
         return cls(
             stream_id,
             worker_id,
@@ -282,6 +298,8 @@ class StreamInit:
             fallback,
             background,
             speakers,
+            captions,
+            interval,
         )
 
 
@@ -312,13 +330,12 @@ class FragmentData:
         )
 
     @staticmethod
-    def header(payload: object) -> tuple[str, str, int, Mapping[str, Any]]:
-        """The identity fields of a ``fragment:data`` and its ``audio`` object, checked.
+    def header(payload: object, what: str = "fragment:data") -> tuple[str, str, int, Mapping[str, Any]]:
+        """The identity fields of a ``fragment:data`` (or ``audio:partial``) and its ``audio``.
 
         Raises:
             ProtocolError: A field is missing or mistyped.
         """
-        what = "fragment:data"
         data = _mapping(payload, what)
         fragment_id = _identifier(data, "fragment_id", what)
         stream_id = _identifier(data, "stream_id", what)
@@ -336,14 +353,15 @@ class FragmentData:
         expected: AudioFormat,
         max_payload_bytes: int,
         max_fragment_seconds: float,
+        what: str = "fragment:data",
     ) -> FragmentData:
-        """Check and decode a ``fragment:data`` of a stream that declared ``expected``.
+        """Check and decode a ``fragment:data`` (or ``audio:partial``: audio of the utterance
+        in progress, with the same fields) of a stream that declared ``expected``.
 
         Raises:
             ProtocolError: Anything missing, mistyped, oversize, or not in the declared format.
         """
-        what = "fragment:data"
-        fragment_id, stream_id, seq, audio_data = cls.header(payload)
+        fragment_id, stream_id, seq, audio_data = cls.header(payload, what)
         data = _mapping(payload, what)
         timestamp = _optional(data, "timestamp", int, what)
         metadata = _optional(data, "metadata", Mapping, what)
@@ -457,6 +475,26 @@ def processed_payload(result: DubResult, *, channels: int, processing_time_ms: f
         "speaker": result.speaker,
         "voice": result.voice,
         **extra,
+    }
+
+
+def caption_payload(caption: Caption) -> dict[str, Any]:
+    """The ``caption`` event's payload: an interim, final or translation caption."""
+    return {
+        "stream_id": caption.stream_id,
+        "type": caption.kind,
+        "sequence_number": caption.sequence_number,
+        "fragment_id": caption.fragment_id,
+        "text": caption.text,
+        "stable_chars": caption.stable_chars,
+        "language": caption.language,
+        "target_language": caption.target_language,
+        "source_text": caption.source_text,
+        "words": [{"word": w.word, "start": w.start, "end": w.end} for w in caption.words],
+        "audio_ms": round(1000 * caption.audio_seconds),
+        "latency_ms": round(caption.latency_ms),
+        "dropped": caption.dropped,
+        "note": caption.note,
     }
 
 

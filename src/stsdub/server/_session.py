@@ -10,10 +10,11 @@ level, counted as the reference service counts it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,6 +23,7 @@ import attrs
 import numpy as np
 import socketio
 
+from .._core._captions import Caption
 from .._core._values import Action, AudioAsset, AudioBuffer, DubResult, Fragment, Severity, Status
 from .._dubber import Dubber
 from .._pipeline._backpressure import BackpressureLevels
@@ -30,6 +32,7 @@ from ..errors import ErrorCode, StageError, StsdubError
 from ._protocol import (
     AudioFormat,
     StreamInit,
+    caption_payload,
     error_payload,
     processed_payload,
 )
@@ -136,6 +139,8 @@ class Session:
         self._inbox_in, self._inbox_out = anyio.create_memory_object_stream[Entry](pressure.critical)
         self._order_in, self._order_out = anyio.create_memory_object_stream[Entry](pressure.critical)
         self._scope: anyio.CancelScope | None = None
+        #: The library stream, once running (``audio:partial`` goes straight to it).
+        self.stream: Stream | None = None
 
     @property
     def audio(self) -> AudioFormat:
@@ -173,10 +178,17 @@ class Session:
                     if self.state == "initializing":
                         self.state = "active"
                     started = True
+                    self.stream = stream
                     task_status.started()
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._feed, stream)
-                        await self._pump(stream)
+                        if self.overrides.get("captions"):
+                            # Captions go out as they come; results still in fragment order.
+                            send, receive = anyio.create_memory_object_stream[DubResult](math.inf)
+                            tg.start_soon(self._captions, stream, send)
+                            await self._pump(aiter(receive))
+                        else:
+                            await self._pump(aiter(stream))
                     completed = True
             if completed:
                 self._complete()
@@ -212,8 +224,15 @@ class Session:
                 await self._order_in.send(entry)
             await stream.end()
 
-    async def _pump(self, stream: Stream) -> None:
-        results = aiter(stream)
+    async def _captions(self, stream: Stream, results: anyio.abc.ObjectSendStream[DubResult]) -> None:
+        async with results:
+            async for event in stream.events():
+                if isinstance(event, Caption):
+                    self.connection.send("caption", caption_payload(event))
+                else:
+                    await results.send(event)
+
+    async def _pump(self, results: AsyncIterator[DubResult]) -> None:
         async with self._order_out:
             async for entry in self._order_out:
                 if entry.refused is None:

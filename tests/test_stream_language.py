@@ -1,0 +1,68 @@
+"""A live stream hears which language each fragment is in: unsure changes checked, real ones said."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import stsdub
+from stsdub import ASRRequest, Segment, Transcript, Word
+from stsdub.testing import FakeSynthesizer, FakeTranslator
+
+RATE = 16_000
+
+
+class Detecting:
+    """An ASR that detects, per fragment, the language (and probability) it is told to."""
+
+    def __init__(self, plan: dict[int, tuple[str, float]], sure: float = 0.9) -> None:
+        self.plan = plan
+        self.sure = sure
+        self.calls: list[tuple[int, str | None]] = []
+
+    def transcribe(self, request: ASRRequest) -> Transcript:
+        self.calls.append((request.sequence_number, request.language))
+        language, probability = self.plan[request.sequence_number]
+        text = f"words {request.sequence_number} in {request.language or language}"
+        words = tuple(Word(0.1 * i, 0.1 * i + 0.1, w, self.sure) for i, w in enumerate(text.split()))
+        segment = Segment(0.0, 0.5, text, words=words)
+        if request.language is not None:
+            return Transcript(text, request.language, (segment,))
+        return Transcript(text, language, (segment,), language_probability=probability)
+
+
+@pytest.mark.anyio
+async def test_a_stream_checks_unsure_changes_and_reports_real_ones() -> None:
+    asr = Detecting({0: ("en", 0.95), 1: ("de", 0.97), 2: ("cy", 0.5), 3: ("en", 0.9)})
+    dubber = stsdub.Dubber(
+        asr, FakeTranslator(), FakeSynthesizer(), source_language=None, target_language="es"
+    )
+    async with dubber, dubber.open_stream("s") as stream:
+        for seq in range(4):
+            await stream.send(stsdub.Fragment(seq, np.full(RATE // 2, 0.1, np.float32), RATE))
+        await stream.end()
+        results = [r async for r in stream]
+        assert stream.language == "en"
+    heard = [r.transcript.language if r.transcript else None for r in results]
+    # The unsure Welsh of fragment 2 was decoded again in the stream's German, and fits it.
+    assert heard == ["en", "de", "de", "en"]
+    assert (2, "de") in asr.calls and results[2].transcript is not None
+    assert results[2].transcript.transcript.language_probability is None  # kept, not detected
+    changes = [[w for w in r.warnings if w.startswith("language changed")] for r in results]
+    assert changes == [[], ["language changed: en → de (0.97)"], [], ["language changed: de → en (0.90)"]]
+    assert all(r.status is stsdub.Status.SUCCESS for r in results)
+
+
+@pytest.mark.anyio
+async def test_an_unsure_change_whose_second_decode_does_not_fit_stands() -> None:
+    asr = Detecting({0: ("en", 0.95), 1: ("fr", 0.6)}, sure=0.3)  # every decode unsure of its words
+    dubber = stsdub.Dubber(
+        asr, FakeTranslator(), FakeSynthesizer(), source_language=None, target_language="es"
+    )
+    async with dubber, dubber.open_stream("s") as stream:
+        for seq in range(2):
+            await stream.send(stsdub.Fragment(seq, np.full(RATE // 2, 0.1, np.float32), RATE))
+        await stream.end()
+        results = [r async for r in stream]
+    assert [r.transcript.language for r in results if r.transcript] == ["en", "fr"]
+    assert asr.calls == [(0, None), (1, None), (1, "en")]
