@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +31,12 @@ import soundfile
 
 import stsdub
 
+# The same endpointer as the example a user runs.
+sys.path.insert(0, str(common.ROOT / "examples"))
+from live_captions import utterances
+
 RATE = common.RATE
 CHUNK = 1600
-
-
-def utterances(audio: np.ndarray) -> list[tuple[int, int]]:
-    from silero_vad import VADIterator, load_silero_vad
-
-    vad = VADIterator(load_silero_vad(), sampling_rate=RATE, min_silence_duration_ms=400, speech_pad_ms=100)
-    spans, start = [], None
-    for at in range(0, audio.size - 511, 512):
-        event = vad(audio[at : at + 512])
-        if event and "start" in event:
-            start = event["start"]
-        elif event and "end" in event and start is not None:
-            spans.append((start, event["end"]))
-            start = None
-    if start is not None:
-        spans.append((start, audio.size))
-    return spans
 
 
 async def live(

@@ -90,3 +90,27 @@ def test_a_full_stop_at_a_pieces_end_is_believed_only_before_a_real_pause() -> N
     # "I" and names keep their capital.
     mine = _tokens((0, 0.0, "So.")) + _tokens((1, 0.7, "I went to Paris."))
     assert sentences(mine)[0].text == "So I went to Paris."
+
+
+def test_one_source_subtitle_file_per_language_heard() -> None:
+    from stsdub._media import Cue
+    from stsdub._recordings._translate import subtitle_sets
+
+    heard = [
+        Cue(0.0, 1.0, "Good morning.", language="en"),
+        Cue(1.5, 3.0, "Guten Morgen.", language="de"),
+        Cue(3.5, 4.0, "Thanks.", language="en"),
+        Cue(4.5, 5.0, "No language said."),
+    ]
+    said = [Cue(0.0, 1.0, "Buenos días."), Cue(3.5, 4.0, "Gracias.")]
+    sets = subtitle_sets(heard, said, None, "es")
+    assert {k: [c.text for c in v] for k, v in sets.items()} == {
+        "es": ["Buenos días.", "Gracias."],
+        "en": ["Good morning.", "Thanks."],
+        "de": ["Guten Morgen."],
+        "source": ["No language said."],
+    }
+    # Given a source language, a cue without one is in it; re-voicing writes the one set.
+    assert list(subtitle_sets(heard[3:], said, "en-US", "es")) == ["es", "en"]
+    assert list(subtitle_sets(heard[:1], heard[:1], "en", "en")) == ["en"]
+    assert subtitle_sets([], [], None, "es") == {"es": [], "source": []}

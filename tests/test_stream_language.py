@@ -31,18 +31,23 @@ class Detecting:
         return Transcript(text, language, (segment,), language_probability=probability)
 
 
-@pytest.mark.anyio
-async def test_a_stream_checks_unsure_changes_and_reports_real_ones() -> None:
-    asr = Detecting({0: ("en", 0.95), 1: ("de", 0.97), 2: ("cy", 0.5), 3: ("en", 0.9)})
+async def dub(asr: Detecting, count: int) -> tuple[list[stsdub.DubResult], str | None]:
+    """``count`` fragments through one stream that detects the language; its results and language."""
     dubber = stsdub.Dubber(
         asr, FakeTranslator(), FakeSynthesizer(), source_language=None, target_language="es"
     )
     async with dubber, dubber.open_stream("s") as stream:
-        for seq in range(4):
+        for seq in range(count):
             await stream.send(stsdub.Fragment(seq, np.full(RATE // 2, 0.1, np.float32), RATE))
         await stream.end()
-        results = [r async for r in stream]
-        assert stream.language == "en"
+        return [r async for r in stream], stream.language
+
+
+@pytest.mark.anyio
+async def test_a_stream_checks_unsure_changes_and_reports_real_ones() -> None:
+    asr = Detecting({0: ("en", 0.95), 1: ("de", 0.97), 2: ("cy", 0.5), 3: ("en", 0.9)})
+    results, language = await dub(asr, 4)
+    assert language == "en"
     heard = [r.transcript.language if r.transcript else None for r in results]
     # The unsure Welsh of fragment 2 was decoded again in the stream's German, and fits it.
     assert heard == ["en", "de", "de", "en"]
@@ -56,13 +61,6 @@ async def test_a_stream_checks_unsure_changes_and_reports_real_ones() -> None:
 @pytest.mark.anyio
 async def test_an_unsure_change_whose_second_decode_does_not_fit_stands() -> None:
     asr = Detecting({0: ("en", 0.95), 1: ("fr", 0.6)}, sure=0.3)  # every decode unsure of its words
-    dubber = stsdub.Dubber(
-        asr, FakeTranslator(), FakeSynthesizer(), source_language=None, target_language="es"
-    )
-    async with dubber, dubber.open_stream("s") as stream:
-        for seq in range(2):
-            await stream.send(stsdub.Fragment(seq, np.full(RATE // 2, 0.1, np.float32), RATE))
-        await stream.end()
-        results = [r async for r in stream]
+    results, _ = await dub(asr, 2)
     assert [r.transcript.language for r in results if r.transcript] == ["en", "fr"]
     assert asr.calls == [(0, None), (1, None), (1, "en")]
