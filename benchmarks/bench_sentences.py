@@ -23,9 +23,12 @@ faster than its natural pace the voice speaks (median and 90th percentile). Also
 dub's text for other ``edge_pause`` values (where a full stop at a piece's end is believed),
 and the other placement the issue names: one synthesis per sentence, from its first word over
 its whole time span (pauses included), against the translation split back at the pauses.
+And ASR-BLEU: each dubbed fragment heard back by the multilingual Whisper base (language
+``es``), scored against the same references, and its ratio to the text's BLEU (is the voice
+intelligible where fitting changed its pace?).
 
     python benchmarks/bench_sentences.py [--workload generated|real|all] [--asr-model NAME]
-        [--json out.json]
+        [--json out.json] [--no-asr-bleu]
 """
 
 from __future__ import annotations
@@ -186,11 +189,23 @@ def sweep(
     }
 
 
+def back_transcribe(ear: Any, results: Sequence[stsdub.DubResult]) -> str:
+    """What the multilingual Whisper base hears in the dub, fragment by fragment (ASR-BLEU)."""
+    heard = []
+    for result in results:
+        if result.audio.kind != "dubbed":
+            continue
+        request = stsdub.ASRRequest(audio=result.audio.audio, language="es")
+        heard.append(ear.transcribe(request).text.strip())
+    return " ".join(t for t in heard if t)
+
+
 def run(
-    workload: str, items: list[Item], dubber: stsdub.Dubber, counted: CountedTranslator
+    workload: str, items: list[Item], dubber: stsdub.Dubber, counted: CountedTranslator, ear: Any = None
 ) -> dict[str, Any]:
     ways = ("fragments", "sentences", "true words")
     hyps: dict[str, list[str]] = {way: [] for way in ways}
+    heard_back: dict[str, list[str]] = {"fragments": [], "sentences": []}
     calls: dict[str, list[tuple[str, str]]] = {"fragments": [], "sentences": []}
     fits: dict[str, list[stsdub.DubResult]] = {"fragments": [], "sentences": [], "start": []}
     swept: dict[str, list[str]] = {f"{x:g}": [] for x in EDGE_PAUSES}
@@ -211,6 +226,8 @@ def run(
                 calls[units] += made
                 hyps[units].append(" ".join(r.translation.text for r in dubbed.results if r.translation))
                 fits[units] += dubbed.results
+                if ear is not None:
+                    heard_back[units].append(back_transcribe(ear, dubbed.results))
             heard = " ".join(r.transcript.text for r in dubbed.results if r.transcript)
             texts[name] = {"transcript": heard, **{way: hyps[way][-1] for way in ways}}
             for x, text in sweep(counted, dubbed.results, dubbed.spans).items():
@@ -234,6 +251,9 @@ def run(
         if way in calls:
             row["translator_calls"] = len(calls[way])
             row["fit"] = fit_figures(fits[way])
+        if heard_back.get(way):
+            row["asr"] = scores(heard_back[way], references)
+            row["asr_bleu_ratio"] = round(row["asr"]["bleu"] / row["bleu"], 3) if row["bleu"] else None
         report[way] = row
     report["edge_pause"] = {x: scores(found, references) for x, found in swept.items()}
     report["placement"] = {
@@ -258,6 +278,11 @@ def show(report: dict[str, Any]) -> None:
             f"{fit.get('within_2pc', '-')} | {fit.get('faster_median', '-')} / {fit.get('faster_p90', '-')}"
         )
         print(f"| {way} | {row['bleu']} | {row['chrf']} | {calls} | {fitted} |")
+        if "asr" in row:
+            print(
+                f"|   heard back (base) | {row['asr']['bleu']} | {row['asr']['chrf']}"
+                f" | ASR-BLEU / BLEU {row['asr_bleu_ratio']} | | |"
+            )
     print("| edge_pause (s) | " + " | ".join(report["edge_pause"]) + " |")
     print("|---" * (1 + len(report["edge_pause"])) + "|")
     print(
@@ -279,7 +304,15 @@ def main() -> None:
     parser.add_argument("--workload", choices=("generated", "real", "all"), default="all")
     parser.add_argument("--asr-model", default=None, help="Whisper model (default: the ASR's own)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--no-asr-bleu", action="store_true", help="skip hearing the dubs back with Whisper base"
+    )
     args = parser.parse_args()
+    ear = None
+    if not args.no_asr_bleu:
+        from stsdub._builtin.faster_whisper import FasterWhisperASR
+
+        ear = FasterWhisperASR(device="cpu", model="base")
     counted = CountedTranslator(ApertiumTranslator(device="cpu"))
     asr_options = {"model": args.asr_model} if args.asr_model else {}
     dubber = stsdub.Dubber(
@@ -297,14 +330,14 @@ def main() -> None:
     print(f"faster-whisper {model}, apertium eng-spa, espeak")
     with dubber:
         if args.workload in ("generated", "all"):
-            reports.append(run("generated talks (eSpeak NG)", talks(), dubber, counted))
+            reports.append(run("generated talks (eSpeak NG)", talks(), dubber, counted, ear))
             show(reports[-1])
         if args.workload in ("real", "all"):
             items = meetings()
             if not items:
                 print(f"\nreal: no AMI excerpts under {common.REAL_DATA}; skipped")
             else:
-                reports.append(run("real meeting speech (AMI)", items, dubber, counted))
+                reports.append(run("real meeting speech (AMI)", items, dubber, counted, ear))
                 show(reports[-1])
     counted.inner.close()
     common.write_json(

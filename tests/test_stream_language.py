@@ -64,3 +64,26 @@ async def test_an_unsure_change_whose_second_decode_does_not_fit_stands() -> Non
     results, _ = await dub(asr, 2)
     assert [r.transcript.language for r in results if r.transcript] == ["en", "fr"]
     assert asr.calls == [(0, None), (1, None), (1, "en")]
+
+
+@pytest.mark.anyio
+async def test_a_live_stream_gives_a_context_reading_translator_its_last_fragments() -> None:
+    from stsdub.testing import FakeASR
+
+    for reads in (True, False):
+        translator = FakeTranslator(context=reads)
+        dubber = stsdub.Dubber(
+            FakeASR(), translator, FakeSynthesizer(), source_language="en", target_language="es"
+        )
+        async with dubber, dubber.open_stream("s") as stream:
+            for seq in range(5):
+                await stream.send(stsdub.Fragment(seq, np.full(RATE // 2, 0.1, np.float32), RATE))
+            await stream.end()
+            assert len([r async for r in stream]) == 5
+        contexts = [r.context for r in translator.requests]
+        if reads:  # the last three fragments, oldest first
+            assert contexts[0] == ()
+            assert contexts[4] == tuple((f"speech {n}", f"[es] speech {n}") for n in (1, 2, 3))
+        else:
+            assert all(c == () for c in contexts)
+        assert translator.requests[4].previous_text == "speech 3"

@@ -102,7 +102,8 @@ def test_units_fragments_translates_each_piece_alone(speech) -> None:
     translator = FakeTranslator(context=True)
     dubbed = dub_file(fakes(heard(HEARD), translator), path, None, units="fragments")
     assert [r.text for r in translator.requests] == list(HEARD)
-    assert all(r.context == () for r in translator.requests)  # the stream sends none
+    # Each piece alone, with the stream's last pieces (up to three) as its context.
+    assert [len(r.context) for r in translator.requests] == [min(n, 3) for n in range(len(HEARD))]
     assert len(dubbed.source_cues) == 4
     with pytest.raises(stsdub.ConfigurationError, match="units"):
         dub_file(fakes(heard(HEARD), translator), path, None, units="words")

@@ -467,7 +467,8 @@ async def test_previous_text_is_sent_as_context(server: DeepLServer) -> None:
     assert [r.translation.text for r in results if r.translation] == [f"DE: speech {i}" for i in range(3)]
     sent = server.translate_requests()
     assert [r.body["text"] for r in sent] == [["speech 0"], ["speech 1"], ["speech 2"]]
-    assert [r.body.get("context") for r in sent] == [None, "speech 0", "speech 1"]
+    # The stream's last fragments (up to three), oldest first.
+    assert [r.body.get("context") for r in sent] == [None, "speech 0", "speech 0 speech 1"]
 
 
 @pytest.mark.anyio
@@ -509,7 +510,9 @@ async def test_batches_only_share_a_request_when_the_context_is_the_same(server:
     for r in sent:
         for text in r.body["text"]:
             stream, _, seq = text.partition(" part ")
-            expected = None if seq == "0" else f"{stream} part {int(seq) - 1}"
+            # The stream's last fragments (up to three), oldest first.
+            before = range(max(0, int(seq) - 3), int(seq))
+            expected = " ".join(f"{stream} part {n}" for n in before) or None
             assert r.body.get("context") == expected, (text, r.body)
     # The first fragments of every stream have no context, so they can share requests.
     firsts = [r for r in sent if "context" not in r.body]

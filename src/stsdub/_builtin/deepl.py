@@ -204,10 +204,11 @@ class DeepLTranslator:
             ``"default"``. The ``prefer_`` forms also work for languages without formality.
         glossary: Glossary id (or ``deepl.GlossaryInfo``); needs a known source language.
         context: Send what was said before as DeepL's ``context`` (not billed, not
-            translated): the preceding sentences of the speaker when the request carries them
-            (``TranslationRequest.context``; the translator declares ``supports_context``),
-            else the stream's previous source text. Fragments with different context cannot
-            share a request, so with context on, requests batch only across those that share it.
+            translated): what the request carries as ``TranslationRequest.context`` (the
+            translator declares ``supports_context``): a file dub's preceding sentences of the
+            speaker, a live stream's last three fragments; else the previous source text.
+            Fragments with different context cannot share a request, so with context on,
+            requests batch only across those that share it.
         model_type: DeepL's ``model_type``, e.g. ``"latency_optimized"``.
         timeout: Seconds to wait for DeepL's answer to one request.
         connect_timeout: Seconds to wait for the connection.

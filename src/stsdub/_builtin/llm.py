@@ -199,8 +199,9 @@ class LLMTranslator:
         instructions: Further instructions for the model (tone, register, audience).
         context: Put what was said before in the prompt (as context, not to be translated):
             the speaker's preceding sentences and their translations when the request carries
-            them (``TranslationRequest.context``, from a file dub: the translator declares
-            ``supports_context``), else the stream's previous line and its translation.
+            them (``TranslationRequest.context``, from a file dub, or a live stream's last three
+            fragments: the translator declares ``supports_context``), else the previous line
+            and its translation.
         temperature: Sampling temperature (``None``: the server's default).
         max_tokens: Most tokens per answer (``None``: the server's default).
         timeout: Seconds to wait for one answer.

@@ -83,6 +83,12 @@ class StageRunner(Generic[Req, Res]):
         self.active = 0
 
     @property
+    def reads_context(self) -> bool:
+        """Whether the stage declares ``supports_context`` (a translator that reads the text
+        and translations before the one it translates)."""
+        return getattr(self.stage, "supports_context", False) is True
+
+    @property
     def batches(self) -> bool:
         return self._batch_fn is not None
 

@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["Stream"]
 
 log = logging.getLogger("stsdub")
+# How many of the stream's last fragments (text, translation) a context-reading translator gets.
+_CONTEXT_FRAGMENTS = 3
 
 
 class Stream:
@@ -99,8 +101,8 @@ class Stream:
         self._stopped = anyio.Event()
         # Context handed to the stages: the previous fragment's outputs.
         self._prev_transcript: str | None = None
-        self._prev_source_text: str | None = None
-        self._prev_translation: str | None = None
+        self._said: deque[tuple[str, str]] = deque(maxlen=_CONTEXT_FRAGMENTS)
+        self._reads_context = stages.translator is not None and stages.translator.reads_context
         self._prev_spoken: str | None = None
         #: The language the stream was last heard in (detected per fragment, or the one given).
         self.language: str | None = config.source_language
@@ -177,9 +179,7 @@ class Stream:
 
     def _require_captions(self) -> Captioner:
         if self._captions is None:
-            raise ConfigurationError(
-                f"stream {self.stream_id!r} was opened without captions= (see docs/captions.md)"
-            )
+            raise ConfigurationError(f"stream {self.stream_id!r} was opened without captions=")
         return self._captions
 
     async def end(self) -> None:
@@ -427,8 +427,9 @@ class Stream:
             text=text,
             source_language=source,
             target_language=target,
-            previous_text=self._prev_source_text,
-            previous_translation=self._prev_translation,
+            previous_text=self._said[-1][0] if self._said else None,
+            previous_translation=self._said[-1][1] if self._said else None,
+            context=tuple(self._said) if self._reads_context else (),
             stream_id=self.stream_id,
             sequence_number=job.fragment.sequence_number,
             fragment_id=job.fragment.fragment_id,
@@ -456,8 +457,7 @@ class Stream:
         job.translation = TranslationAsset(
             job.asset_id("translation"), (job.transcript.asset_id,), translation, text, translated
         )
-        self._prev_source_text = text
-        self._prev_translation = translation.text
+        self._said.append((text, translation.text))
 
     async def _synthesis_worker(
         self, jobs: anyio.abc.ObjectReceiveStream[Job], scope: anyio.CancelScope

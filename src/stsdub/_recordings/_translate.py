@@ -144,7 +144,7 @@ async def translate_units(
     """
     stages, _ = dubber._require_open()
     translator = stages.translator
-    reads_context = translator is not None and getattr(translator.stage, "supports_context", False) is True
+    reads_context = translator is not None and translator.reads_context
     done: list[Unit] = []
     report("translate", 0, len(units))
     for n, sentence in enumerate(units):
