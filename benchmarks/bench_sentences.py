@@ -52,8 +52,8 @@ from stsdub import Fragment, Transcript, TranslationRequest
 from stsdub._builtin.apertium import ApertiumTranslator
 from stsdub._media import ANALYSIS_RATE
 from stsdub._pipeline._job import TAIL_KEY
+from stsdub._pipeline._sentences import sentences, tokens_of
 from stsdub._recordings._files import dub_file
-from stsdub._recordings._sentences import sentences, tokens_of
 
 DATA = Path(__file__).resolve().parent / "data" / "sentences"
 _SPLIT = re.compile(r"(?<=[.!?])\s+")

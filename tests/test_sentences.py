@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stsdub import Segment, Transcript, Word
-from stsdub._recordings._sentences import Token, sentences, split_text, tokens_of
+from stsdub._pipeline._sentences import Token, sentences, split_text, tokens_of
 
 
 def _tokens(*pieces: tuple[int, float, str], speaker: str | None = None) -> list[Token]:

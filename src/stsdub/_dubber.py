@@ -28,6 +28,7 @@ from ._pipeline._duration import DurationMatcher, DurationPolicy
 from ._pipeline._job import Stages, StreamConfig, Ticket
 from ._pipeline._runner import StageRunner
 from ._pipeline._stream import Stream
+from ._pipeline._translation import DEFAULT_SENTENCE_WAIT, check_sentence_wait
 from ._plugins._registry import StageRegistry
 from ._speakers._casting import voice_map
 from .errors import ConfigurationError, ErrorCode, StageError, StageLoadError, StsdubError
@@ -75,6 +76,7 @@ _OVERRIDABLE = frozenset(
         "speakers",
         "captions",
         "caption_interval",
+        "sentence_wait",
     }
 )
 # What a stream's results may carry as ``mixed`` (None: nothing, the dub alone).
@@ -213,6 +215,7 @@ class Dubber:
             speakers=None,
             captions=None,
             caption_interval=DEFAULT_CAPTION_INTERVAL,
+            sentence_wait=DEFAULT_SENTENCE_WAIT,
         )
         self._max_fragment_seconds = _positive_float("max_fragment_seconds", max_fragment_seconds)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -259,6 +262,7 @@ class Dubber:
         if settings["speakers"] not in (None, True, False):
             raise ConfigurationError(f"speakers must be True, False or None, got {settings['speakers']!r}")
         check_captions(settings["captions"], settings["caption_interval"])
+        settings["sentence_wait"] = check_sentence_wait(settings["sentence_wait"])
         callback = settings["on_backpressure"]
         if callback is not None and not callable(callback):
             raise ConfigurationError("on_backpressure must be callable")
@@ -541,7 +545,9 @@ class Dubber:
         fragment's transcript and translation before its result, ``"interim"`` also captions
         the utterance in progress from :meth:`Stream.send_audio <stsdub.Stream.send_audio>`
         (at most one pass every ``caption_interval`` seconds, default 0.5); see
-        docs/captions.md.
+        docs/captions.md; ``sentence_wait``: seconds a fragment that ends mid-sentence may
+        wait for the fragments that finish its sentence, which is then translated once and
+        split back over them (default 0: each fragment is translated as soon as it is heard).
         """
         stream = await self._start_stream(stream_id, overrides)
         try:

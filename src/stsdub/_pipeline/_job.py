@@ -75,6 +75,9 @@ class StreamConfig:
     #: ``"interim"`` (see :mod:`._captions`), and the seconds between two interim passes.
     captions: str | None = None
     caption_interval: float = 0.5
+    #: Seconds a fragment that ends mid-sentence may wait for the rest of its sentence before
+    #: it is translated (0: never; see :mod:`._translation`).
+    sentence_wait: float = 0.0
 
 
 @attrs.frozen

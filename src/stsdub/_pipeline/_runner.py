@@ -6,15 +6,18 @@ import inspect
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import attrs
 
 from ..errors import ErrorCode, StageError
 
-__all__ = ["StageRunner", "wrap_exception"]
+if TYPE_CHECKING:
+    from ._job import Job
+
+__all__ = ["StageRunner", "guarded", "wrap_exception"]
 
 log = logging.getLogger("stsdub")
 
@@ -171,3 +174,13 @@ class StageRunner(Generic[Req, Res]):
             else:
                 waiter.result = item
             waiter.done.set()
+
+
+async def guarded(job: Job, step: Awaitable[None]) -> None:
+    """Run one step of a stream's job; a bug in it fails this fragment, not the stream."""
+    try:
+        await step
+    except Exception as exc:
+        log.exception("stsdub pipeline error on fragment %s", job.fragment.fragment_id)
+        job.result = None
+        job.error = wrap_exception(exc, "pipeline")

@@ -12,10 +12,9 @@ of eating theirs too.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,8 +36,6 @@ from .._core._values import (
     Transcript,
     TranscriptAsset,
     Translation,
-    TranslationAsset,
-    TranslationRequest,
 )
 from .._speakers import _casting
 from .._speakers._tracking import DEFAULT_MATCH_THRESHOLD, SpeakerTracker
@@ -50,22 +47,19 @@ from ..errors import (
     StageError,
     StreamClosedError,
 )
-from . import _job, _results
+from . import _results
 from ._backpressure import LevelTracker
 from ._captions import Captioner
 from ._job import Job, Stages, StreamConfig, StreamRates, Ticket, fragment_tail, speech_seconds, speech_span
-from ._runner import wrap_exception
+from ._runner import guarded, wrap_exception
 from ._soundtrack import LiveSoundtrack
+from ._translation import TranslationStep
 
 if TYPE_CHECKING:
     from ._duration import Carry, Fitted
     from ._runner import StageRunner
 
 __all__ = ["Stream"]
-
-log = logging.getLogger("stsdub")
-# How many of the stream's last fragments (text, translation) a context-reading translator gets.
-_CONTEXT_FRAGMENTS = 3
 
 
 class Stream:
@@ -101,12 +95,11 @@ class Stream:
         self._stopped = anyio.Event()
         # Context handed to the stages: the previous fragment's outputs.
         self._prev_transcript: str | None = None
-        self._said: deque[tuple[str, str]] = deque(maxlen=_CONTEXT_FRAGMENTS)
-        self._reads_context = stages.translator is not None and stages.translator.reads_context
         self._prev_spoken: str | None = None
         #: The language the stream was last heard in (detected per fragment, or the one given).
         self.language: str | None = config.source_language
         self._captions = Captioner(config, stages, self) if config.captions else None
+        self._translation = TranslationStep(config, stages, self._call, self._captions)
         # Dubbed speech of the last fragment that runs past its end (see _duration.py).
         self._carry: Carry | None = None
         # The soundtrack under the dub, carried from fragment to fragment (background=).
@@ -308,7 +301,7 @@ class Stream:
                 jobs_2, jobs_2_out = anyio.create_memory_object_stream[Job](self.config.max_inflight)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._asr_worker, self._jobs_out, jobs_1)
-                    tg.start_soon(self._translation_worker, jobs_1_out, jobs_2)
+                    tg.start_soon(self._translation.run, jobs_1_out, jobs_2)
                     tg.start_soon(self._synthesis_worker, jobs_2_out, tg.cancel_scope)
                     tg.start_soon(self._pressure.deliver_forever)
                     if self._captions is not None:
@@ -330,7 +323,7 @@ class Stream:
                 now = anyio.current_time()
                 job.timings["queued"] = 1000 * (now - job.accepted_at)
                 job.deadline = now + self.config.fragment_timeout
-                await _guarded(job, self._transcribe(job))
+                await guarded(job, self._transcribe(job))
                 if self._captions is not None:
                     self._captions.final(job)
                 await out.send(job)
@@ -406,66 +399,13 @@ class Stream:
         else:
             job.result = _results.silent(self.config, job)
 
-    async def _translation_worker(
-        self, jobs: anyio.abc.ObjectReceiveStream[Job], out: anyio.abc.ObjectSendStream[Job]
-    ) -> None:
-        async with jobs, out:
-            async for job in jobs:
-                if job.pending:
-                    await _guarded(job, self._translate(job))
-                    if self._captions is not None:
-                        self._captions.translated(job)
-                await out.send(job)
-
-    async def _translate(self, job: Job) -> None:
-        assert job.transcript is not None
-        text = job.transcript.text
-        source = self.config.source_language or job.transcript.language
-        target = self.config.target_language
-        translation: Translation | None
-        request = TranslationRequest(
-            text=text,
-            source_language=source,
-            target_language=target,
-            previous_text=self._said[-1][0] if self._said else None,
-            previous_translation=self._said[-1][1] if self._said else None,
-            context=tuple(self._said) if self._reads_context else (),
-            stream_id=self.stream_id,
-            sequence_number=job.fragment.sequence_number,
-            fragment_id=job.fragment.fragment_id,
-        )
-        if job.fragment.translation is not None:  # given (reviewed, or from subtitles)
-            translation = job.fragment.translation
-            if job.fragment.metadata.get(_job.SHORTENABLE_KEY) is True and not same_language(source, target):
-                job.translation_request = request  # a share of a sentence's: may still be shortened
-        elif same_language(source, target):
-            translation = Translation(text)
-        elif self._stages.translator is None:
-            job.error = StageError(
-                ErrorCode.UNSUPPORTED_LANGUAGE,
-                f"speech is in {source or 'an unknown language'} and no translator is configured"
-                f" to reach {target}",
-                "translation",
-            )
-            return
-        else:
-            job.translation_request = request
-            translation = await self._call(job, "translation", self._stages.translator, request, Translation)
-            if translation is None:
-                return
-        translated = not same_language(source, target)
-        job.translation = TranslationAsset(
-            job.asset_id("translation"), (job.transcript.asset_id,), translation, text, translated
-        )
-        self._said.append((text, translation.text))
-
     async def _synthesis_worker(
         self, jobs: anyio.abc.ObjectReceiveStream[Job], scope: anyio.CancelScope
     ) -> None:
         async with jobs:
             async for job in jobs:
                 if job.pending:
-                    await _guarded(job, self._synthesize(job))
+                    await guarded(job, self._synthesize(job))
                 elif self._carry is not None:
                     self._spill_into_silence(job)
                 job.timings["total"] = 1000 * (anyio.current_time() - job.accepted_at)
@@ -786,13 +726,3 @@ class Stream:
             f"fragment exceeded fragment_timeout ({self.config.fragment_timeout:g} s) in {stage}",
             stage,
         )
-
-
-async def _guarded(job: Job, step: Awaitable[None]) -> None:
-    """Run one step of a job; a bug in it fails this fragment, not the stream."""
-    try:
-        await step
-    except Exception as exc:
-        log.exception("stsdub pipeline error on fragment %s", job.fragment.fragment_id)
-        job.result = None
-        job.error = wrap_exception(exc, "pipeline")

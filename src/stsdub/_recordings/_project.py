@@ -477,7 +477,7 @@ def assign_grouped(
 ) -> dict[int, str]:
     """Text per segment index from cues of groups (:func:`grouped_cues`): a group's edited text
     is split back over its segments in proportion to their transcripts."""
-    from ._sentences import split_text
+    from .._pipeline._sentences import split_text
 
     groups = sentence_groups(segments)
     spans = [ProjectSegment(k, g[0].start, g[-1].end) for k, g in enumerate(groups)]

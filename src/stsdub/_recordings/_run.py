@@ -35,6 +35,7 @@ from .._core._values import (
 )
 from .._media import ANALYSIS_RATE, Cue, Piece, plan, probe
 from .._media._subtitles import to_srt
+from .._pipeline._sentences import Sentence, sentences, tokens_of
 from ..errors import ConfigurationError, ProjectError, StageError
 from ._calls import call_stage as _call
 from ._project import (
@@ -63,7 +64,6 @@ from ._project import (
     sentence_groups,
     write_cached_audio,
 )
-from ._sentences import Sentence, sentences, tokens_of
 from ._transcribe import main_language, settle_languages
 from ._translate import Unit, piece_translations, translate_units
 

@@ -5,7 +5,7 @@ translates half-sentences. So a file dub (and a project) runs two phases before 
 
 1. every piece is transcribed, in order, each with the transcript before it as the ASR's
    prompt; the words (with their times) are joined into sentences across the pieces
-   (:mod:`._sentences`);
+   (:mod:`stsdub._pipeline._sentences`);
 2. every sentence is translated once, as a whole, with the same speaker's preceding sentences
    and their translations as context for a translator that declares ``supports_context``;
    its translation is split back over the pieces it spans, in proportion to the source text
@@ -33,9 +33,9 @@ from .._core._values import (
     TranslationRequest,
 )
 from .._media import ANALYSIS_RATE, Cue, Piece
+from .._pipeline._sentences import Sentence, sentences, split_text, tokens_of
 from ..errors import ConfigurationError, StageError
 from ._calls import call_stage
-from ._sentences import Sentence, sentences, split_text, tokens_of
 from ._transcribe import transcribe_pieces
 
 if TYPE_CHECKING:

@@ -327,6 +327,8 @@ class DubbingService:
                 overrides["captions"] = init.captions
             if init.caption_interval_ms is not None:
                 overrides["caption_interval"] = init.caption_interval_ms / 1000
+            if init.sentence_wait_ms is not None:
+                overrides["sentence_wait"] = init.sentence_wait_ms / 1000
             pressure = Pressure(max_inflight, self.levels, self.settings.critical_threshold(max_inflight))
             session = Session(self, connection, init, overrides, pressure)
             # Reserved before the first await, so that a second init of the id is refused.

@@ -228,6 +228,8 @@ class StreamInit:
     #: ``"final"`` or ``"interim"``: send ``caption`` events (see docs/captions.md).
     captions: str | None = None
     caption_interval_ms: int | None = None
+    #: How long a fragment that ends mid-sentence may wait for the rest (ms; see docs/guide.md).
+    sentence_wait_ms: int | None = None
 
     @classmethod
     def parse(cls, payload: object) -> StreamInit:
@@ -286,6 +288,12 @@ class StreamInit:
                 ProtocolErrorCode.INVALID_CONFIG,
                 f"{where}: caption_interval_ms must be between 50 and 10000, got {interval}",
             )
+        sentence_wait = _optional(config, "sentence_wait_ms", int, where)
+        if sentence_wait is not None and not 0 <= sentence_wait <= 30_000:
+            raise ProtocolError(
+                ProtocolErrorCode.INVALID_CONFIG,
+                f"{where}: sentence_wait_ms must be between 0 and 30000, got {sentence_wait}",
+            )
         return cls(
             stream_id,
             worker_id,
@@ -300,6 +308,7 @@ class StreamInit:
             speakers,
             captions,
             interval,
+            sentence_wait,
         )
 
 

@@ -19,7 +19,7 @@ import attrs
 
 from .._core._values import Transcript
 
-__all__ = ["Sentence", "Token", "sentences", "split_text", "tokens_of"]
+__all__ = ["Sentence", "Token", "ends_sentence", "sentences", "split_text", "tokens_of"]
 
 #: A pause this long ends a sentence even without punctuation (an unpunctuated transcript,
 #: a speaker who trails off).
@@ -144,6 +144,16 @@ def tokens_of(
 
 def _ends_sentence(token: Token) -> bool:
     return bool(_TERMINAL.search(token.text))
+
+
+def ends_sentence(word: str, pause: float, edge_pause: float = DEFAULT_EDGE_PAUSE) -> bool:
+    """Whether a piece's last ``word``, followed by ``pause`` seconds of silence, ends its
+    sentence, as :func:`sentences` would decide it at a piece's edge: a question or
+    exclamation mark, a full stop before a pause of ``edge_pause``, or a pause longer than
+    :data:`DEFAULT_MAX_PAUSE` (punctuated or not)."""
+    if pause > DEFAULT_MAX_PAUSE or _SURE.search(word):
+        return True
+    return bool(_TERMINAL.search(word)) and (pause >= edge_pause or not _FULL_STOP.search(word))
 
 
 def _split_long(tokens: list[Token], max_seconds: float) -> list[list[Token]]:
