@@ -27,6 +27,8 @@ def scenario(draw: st.DrawFn) -> dict[str, object]:
         "silent": draw(st.frozensets(st.integers(0, longest - 1), max_size=2)),
         "mode": draw(st.sampled_from(["sync", "async"])),
         "batch": draw(st.booleans()),
+        # "speech N" never ends a sentence: with a wait, fragments are held and joined.
+        "sentence_wait": draw(st.sampled_from([0.0, 0.05, 0.3])),
     }
 
 
@@ -60,7 +62,7 @@ def test_exactly_one_result_per_fragment_in_order(sc: dict) -> None:
         frags = fragments(count, silent=sc["silent"])
         sent[name] = frags
         received[name] = []
-        async with dubber.open_stream(name) as stream:
+        async with dubber.open_stream(name, sentence_wait=sc["sentence_wait"]) as stream:
             streams[name] = stream
 
             async def produce() -> None:
@@ -111,6 +113,9 @@ def test_exactly_one_result_per_fragment_in_order(sc: dict) -> None:
             elif silent:
                 assert result.audio.kind == "silence"
                 assert result.translation is None
+            elif sc["sentence_wait"]:  # a share of a sentence's translation, or its own
+                assert result.translation.text.strip()
+                assert result.translation.source_text == f"speech {fragment.sequence_number}"
             else:
                 assert result.translation.text == f"[de] speech {fragment.sequence_number}"
             # A hang holds a shared stage until its budget runs out, so fragments of any

@@ -278,6 +278,19 @@ async def test_a_stream_says_whether_it_wants_speakers() -> None:
         assert client.of("error", "bad")[0]["code"] == "INVALID_PAYLOAD"  # a mistyped field
 
 
+async def test_a_stream_with_sentence_wait_translates_a_sentence_over_two_fragments_once() -> None:
+    stages = fakes()
+    async with serve(**stages) as running:
+        client = await running.client()
+        await client.open_stream("talk", sentence_wait_ms=5000)
+        for seq in range(2):  # "speech 0", "speech 1": no sentence ends between them
+            await client.emit("fragment:data", fragment("talk", seq))
+        await client.emit("stream:end", {"stream_id": "talk"})
+        results = await client.wait_count("fragment:processed", 2, "talk")
+    assert [r.text for r in stages["translator"].requests] == ["speech 0 speech 1"]
+    assert " ".join(r["translated_text"] for r in results) == "[es] speech 0 speech 1"
+
+
 async def test_a_stream_with_captions_gets_them_before_each_result() -> None:
     growing = FakeASR(
         text=lambda r: "hello there" if r.interim else "hello there friend", mode="async", concurrency=4

@@ -131,6 +131,17 @@ def test_stream_init_accepts_nested_or_flat_audio_format() -> None:
     ).audio == AudioFormat(8000, 1)
 
 
+def test_stream_init_takes_a_sentence_wait_in_ms() -> None:
+    config = {"target_language": "de", "sample_rate_hz": 16000}
+    assert StreamInit.parse({"stream_id": "s", "config": config}).sentence_wait_ms is None
+    init = StreamInit.parse({"stream_id": "s", "config": {**config, "sentence_wait_ms": 3000}})
+    assert init.sentence_wait_ms == 3000
+    for bad in (-1, 30_001, "3000", 2.5):
+        with pytest.raises(ProtocolError) as info:
+            StreamInit.parse({"stream_id": "s", "config": {**config, "sentence_wait_ms": bad}})
+        assert "sentence_wait_ms" in info.value.message
+
+
 @pytest.mark.parametrize(
     ("config", "code", "words"),
     [
