@@ -171,3 +171,23 @@ def test_sentence_wait_is_checked() -> None:
     for bad in (-1, "2", True, 31):
         with pytest.raises(stsdub.ConfigurationError, match="sentence_wait"):
             dubber(FakeTranslator())._config("s", {"sentence_wait": bad})
+
+
+@pytest.mark.anyio
+async def test_captions_of_a_held_fragment_come_when_its_sentence_is_complete() -> None:
+    translator = FakeTranslator()
+    async with dubber(translator) as d, d.open_stream("live", sentence_wait=5, captions="final") as stream:
+        for n in range(3):
+            await stream.send(fragment(n))
+        await stream.end()
+        events = [e async for e in stream.events()]
+    order = [
+        (e.kind, e.sequence_number) if isinstance(e, stsdub.Caption) else ("result", e.sequence_number)
+        for e in events
+    ]
+    # Each fragment: final, translation, result; the translations wait for the sentence's end.
+    assert order.index(("final", 2)) < order.index(("translation", 0)) < order.index(("result", 0))
+    for n in range(3):
+        assert order.index(("final", n)) < order.index(("translation", n)) < order.index(("result", n))
+    shares = [e.text for e in events if isinstance(e, stsdub.Caption) and e.kind == "translation"]
+    assert " ".join(shares) == f"[es] {WHOLE}"
