@@ -23,9 +23,11 @@ faster than its natural pace the voice speaks (median and 90th percentile). Also
 dub's text for other ``edge_pause`` values (where a full stop at a piece's end is believed),
 and the other placement the issue names: one synthesis per sentence, from its first word over
 its whole time span (pauses included), against the translation split back at the pauses.
-And ASR-BLEU: each dubbed fragment heard back by the multilingual Whisper base (language
-``es``), scored against the same references, and its ratio to the text's BLEU (is the voice
-intelligible where fitting changed its pace?).
+And ASR-BLEU: the dub's speech heard back by the multilingual Whisper base (language ``es``;
+the dubbed fragments in order, 0.3 s apart, in windows of at most 25 s), scored against the
+same references, and its ratio to the text's BLEU (is the voice intelligible where fitting
+changed its pace?); beside it, the sentence dub's translations spoken at the voice's own pace,
+nothing fitted, heard back the same way: what voice and ear lose without any speed-up.
 
     python benchmarks/bench_sentences.py [--workload generated|real|all] [--asr-model NAME]
         [--json out.json] [--no-asr-bleu]
@@ -189,15 +191,40 @@ def sweep(
     }
 
 
-def back_transcribe(ear: Any, results: Sequence[stsdub.DubResult]) -> str:
-    """What the multilingual Whisper base hears in the dub, fragment by fragment (ASR-BLEU)."""
+def _heard(ear: Any, clips: Sequence[np.ndarray], rate: int) -> str:
+    """What the multilingual Whisper base hears (language ``es``) in ``clips`` played one after
+    another with 0.3 s between them, heard in windows of at most 25 s cut between clips."""
+    gap = np.zeros(int(0.3 * rate), np.float32)
+    windows: list[list[np.ndarray]] = [[]]
+    for clip in clips:
+        if windows[-1] and sum(c.size for c in windows[-1]) + clip.size > 25 * rate:
+            windows.append([])
+        windows[-1] += [clip, gap]
     heard = []
-    for result in results:
-        if result.audio.kind != "dubbed":
-            continue
-        request = stsdub.ASRRequest(audio=result.audio.audio, language="es")
-        heard.append(ear.transcribe(request).text.strip())
+    for window in windows:
+        if window:
+            audio = stsdub.AudioBuffer(np.concatenate(window), rate)
+            heard.append(ear.transcribe(stsdub.ASRRequest(audio=audio, language="es")).text.strip())
     return " ".join(t for t in heard if t)
+
+
+def back_transcribe(ear: Any, results: Sequence[stsdub.DubResult]) -> str:
+    """The dub heard back (ASR-BLEU): its fragments' speech as the listener hears it, in order."""
+    clips = [r.audio.audio.samples for r in results if r.audio.kind == "dubbed"]
+    rate = next((r.audio.audio.sample_rate for r in results if r.audio.kind == "dubbed"), common.RATE)
+    return _heard(ear, clips, rate)
+
+
+def heard_unfitted(ear: Any, voice: Any, texts: Sequence[str]) -> str:
+    """The same translations spoken by the voice at its own pace, nothing fitted, heard back:
+    what the voice and the ear lose without any speed-up (the ceiling of ASR-BLEU here)."""
+    clips, rate = [], common.RATE
+    for text in texts:
+        if text.strip():
+            speech = voice.synthesize(stsdub.SynthesisRequest(text=text, language="es"))
+            clips.append(speech.samples)
+            rate = speech.sample_rate
+    return _heard(ear, clips, rate)
 
 
 def run(
@@ -205,7 +232,7 @@ def run(
 ) -> dict[str, Any]:
     ways = ("fragments", "sentences", "true words")
     hyps: dict[str, list[str]] = {way: [] for way in ways}
-    heard_back: dict[str, list[str]] = {"fragments": [], "sentences": []}
+    heard_back: dict[str, list[str]] = {"fragments": [], "sentences": [], "unfitted": []}
     calls: dict[str, list[tuple[str, str]]] = {"fragments": [], "sentences": []}
     fits: dict[str, list[stsdub.DubResult]] = {"fragments": [], "sentences": [], "start": []}
     swept: dict[str, list[str]] = {f"{x:g}": [] for x in EDGE_PAUSES}
@@ -228,6 +255,9 @@ def run(
                 fits[units] += dubbed.results
                 if ear is not None:
                     heard_back[units].append(back_transcribe(ear, dubbed.results))
+                    if units == "sentences":
+                        voice = dubber.stages["synthesizer"]
+                        heard_back["unfitted"].append(heard_unfitted(ear, voice, [t for _, t in made]))
             heard = " ".join(r.transcript.text for r in dubbed.results if r.transcript)
             texts[name] = {"transcript": heard, **{way: hyps[way][-1] for way in ways}}
             for x, text in sweep(counted, dubbed.results, dubbed.spans).items():
@@ -255,6 +285,12 @@ def run(
             row["asr"] = scores(heard_back[way], references)
             row["asr_bleu_ratio"] = round(row["asr"]["bleu"] / row["bleu"], 3) if row["bleu"] else None
         report[way] = row
+    if heard_back["unfitted"]:
+        unfitted = scores(heard_back["unfitted"], references)
+        report["sentences"]["asr_unfitted"] = unfitted
+        report["sentences"]["asr_unfitted_ratio"] = (
+            round(unfitted["bleu"] / report["sentences"]["bleu"], 3) if report["sentences"]["bleu"] else None
+        )
     report["edge_pause"] = {x: scores(found, references) for x, found in swept.items()}
     report["placement"] = {
         "split at the pauses": fit_figures(fits["sentences"]),
@@ -282,6 +318,11 @@ def show(report: dict[str, Any]) -> None:
             print(
                 f"|   heard back (base) | {row['asr']['bleu']} | {row['asr']['chrf']}"
                 f" | ASR-BLEU / BLEU {row['asr_bleu_ratio']} | | |"
+            )
+        if "asr_unfitted" in row:
+            print(
+                f"|   its text unfitted, heard back | {row['asr_unfitted']['bleu']}"
+                f" | {row['asr_unfitted']['chrf']} | ASR-BLEU / BLEU {row['asr_unfitted_ratio']} | | |"
             )
     print("| edge_pause (s) | " + " | ".join(report["edge_pause"]) + " |")
     print("|---" * (1 + len(report["edge_pause"])) + "|")

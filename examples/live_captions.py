@@ -8,6 +8,7 @@ translation as soon as they are ready, and the dubbed fragment last.
 
     python examples/live_captions.py                         # the bundled sample, into Spanish
     python examples/live_captions.py talk.wav --to ca --fast # no waiting: as fast as it goes
+    python examples/live_captions.py --sentence-wait 3       # whole sentences, 3 s later
 
 Offline: Whisper (base when installed, else tiny.en), Apertium and eSpeak NG.
 """
@@ -65,7 +66,7 @@ def show(event: stsdub.Caption | stsdub.DubResult) -> None:
         print(f"\r\033[K  → {event.text}")
 
 
-async def main(path: Path, target: str, realtime: bool) -> None:
+async def main(path: Path, target: str, realtime: bool, sentence_wait: float) -> None:
     samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
     audio = np.clip(resample(samples.mean(axis=1), rate, RATE), -1, 1).astype(np.float32)
     spans = utterances(audio)
@@ -77,7 +78,8 @@ async def main(path: Path, target: str, realtime: bool) -> None:
         target_language=target,
         fragment_timeout=60,
     )
-    async with dubber, dubber.open_stream("live", captions="interim", caption_interval=0.3) as stream:
+    options = {"captions": "interim", "caption_interval": 0.3, "sentence_wait": sentence_wait}
+    async with dubber, dubber.open_stream("live", **options) as stream:
 
         async def speak() -> None:
             seq, started = 0, time.perf_counter()
@@ -111,8 +113,15 @@ if __name__ == "__main__":
     parser.add_argument("input", nargs="?", type=Path, default=SAMPLE)
     parser.add_argument("--to", default="es", help="language to dub into (default es)")
     parser.add_argument("--fast", action="store_true", help="do not wait: feed the audio as fast as it goes")
+    parser.add_argument(
+        "--sentence-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="let an utterance that ends mid-sentence wait up to S seconds for the rest (default 0)",
+    )
     args = parser.parse_args()
     try:
-        anyio.run(main, args.input, args.to, not args.fast)
+        anyio.run(main, args.input, args.to, not args.fast, args.sentence_wait)
     except stsdub.StsdubError as exc:
         sys.exit(f"live_captions: {exc}")

@@ -21,6 +21,7 @@ it in the fragment itself.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from ._job import Job, Stages, StreamConfig
 
 __all__ = ["DEFAULT_SENTENCE_WAIT", "TranslationStep", "check_sentence_wait"]
+
+log = logging.getLogger("stsdub")
 
 #: How long (seconds) a fragment that ends mid-sentence waits for the rest by default: 0, it
 #: never waits (see docs/performance.md, "Whole sentences, live").
@@ -116,7 +119,12 @@ class TranslationStep:
                     await self._send([job], out)
                     continue
                 self._hold(job)
-                await self._release(self._closed(), out)
+                try:
+                    closed = self._closed()
+                except Exception:  # a bug in joining: nothing waits for it
+                    log.exception("stsdub: sentence joining failed on fragment %s", job.fragment.fragment_id)
+                    closed = len(self._held)
+                await self._release(closed, out)
 
     async def _receive(self, jobs: anyio.abc.ObjectReceiveStream[Job]) -> tuple[Job | None, bool]:
         """The next job, or ``(None, ended)`` when the input ended or the first held one's wait ran out."""
