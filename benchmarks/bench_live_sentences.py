@@ -138,14 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     waits = [float(x) for x in args.waits.split(",")]
     counted = offline.CountedTranslator(ApertiumTranslator(device="cpu"))
-    dubber = stsdub.Dubber(
-        asr="faster-whisper",
-        translator=counted,
-        synthesizer="espeak",
-        source_language="en",
-        target_language="es",
-        device="cpu",
-    )
+    dubber = offline.offline_dubber(counted)
     print(f"bench_live_sentences on {common.machine()}, {time.strftime('%Y-%m-%d')}")
     print(
         "| workload | sentence_wait (s) | BLEU / chrF | translator calls | fragments joined"

@@ -340,6 +340,19 @@ def show(report: dict[str, Any]) -> None:
         print(f"| {name} | {fit['fragments']} | {figures} |")
 
 
+def offline_dubber(counted: CountedTranslator, asr_options: dict[str, Any] | None = None) -> stsdub.Dubber:
+    """The stages both sentence benchmarks dub with: faster-whisper, ``counted``, eSpeak NG, en → es."""
+    return stsdub.Dubber(
+        asr="faster-whisper",
+        translator=counted,
+        synthesizer="espeak",
+        source_language="en",
+        target_language="es",
+        device="cpu",
+        asr_options=asr_options or {},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", choices=("generated", "real", "all"), default="all")
@@ -355,16 +368,7 @@ def main() -> None:
 
         ear = FasterWhisperASR(device="cpu", model="base")
     counted = CountedTranslator(ApertiumTranslator(device="cpu"))
-    asr_options = {"model": args.asr_model} if args.asr_model else {}
-    dubber = stsdub.Dubber(
-        asr="faster-whisper",
-        translator=counted,
-        synthesizer="espeak",
-        source_language="en",
-        target_language="es",
-        device="cpu",
-        asr_options=asr_options,
-    )
+    dubber = offline_dubber(counted, {"model": args.asr_model} if args.asr_model else {})
     reports = []
     model = args.asr_model or "(default)"
     print(f"bench_sentences on {common.machine()}, {time.strftime('%Y-%m-%d')}")

@@ -128,15 +128,14 @@ class TranslationStep:
 
     async def _receive(self, jobs: anyio.abc.ObjectReceiveStream[Job]) -> tuple[Job | None, bool]:
         """The next job, or ``(None, ended)`` when the input ended or the first held one's wait ran out."""
-        if not self._held:
-            try:
-                return await jobs.receive(), False
-            except anyio.EndOfStream:
-                return None, True
-        first = self._held[0]
-        left = first.job.deadline - first.arrived
-        until = first.arrived + min(self._config.sentence_wait, max(left, 0.0) / 2)
-        with anyio.move_on_after(max(until - anyio.current_time(), 0.0)):
+        timeout = None
+        if self._held:
+            first = self._held[0]
+            left = max(first.job.deadline - first.arrived, 0.0)
+            timeout = max(
+                first.arrived + min(self._config.sentence_wait, left / 2) - anyio.current_time(), 0.0
+            )
+        with anyio.move_on_after(timeout):
             try:
                 return await jobs.receive(), False
             except anyio.EndOfStream:
@@ -171,12 +170,12 @@ class TranslationStep:
         """
         if len(self._held) >= self._config.max_inflight:
             return len(self._held)
-        last = self._held[-1].job
-        assert last.transcript is not None
         tokens = self._tokens(self._held)
-        words = tokens_of(0, last.transcript.transcript, 0.0, last.fragment.duration)
-        after = last.fragment.duration - words[-1].end if words else 0.0
-        if not tokens or ends_sentence(tokens[-1].text, after):
+        last = self._held[-1]
+        # The silence after the last word, inside the last fragment.
+        if not tokens or ends_sentence(
+            tokens[-1].text, last.offset + last.job.fragment.duration - tokens[-1].end
+        ):
             return len(self._held)
         return sentences(tokens)[-1].pieces[0]
 
