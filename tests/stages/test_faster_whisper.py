@@ -91,6 +91,16 @@ def test_is_repetitive() -> None:
     assert not is_repetitive("")
 
 
+def test_a_sampled_decode_of_unsure_words_sounds_foreign() -> None:
+    from stsdub._builtin._whisper_text import sounds_foreign
+
+    unsure = [0.5, 0.3, 0.45, 0.4, 0.55]  # mean 0.44: unsure, not very unsure
+    assert not sounds_foreign(-0.6, unsure)  # the tokens were probable
+    assert sounds_foreign(-0.6, unsure, sampled=True)  # ...but only as a temperature sample
+    assert not sounds_foreign(-0.3, [0.9, 0.8, 0.95], sampled=True)  # sure words stay English
+    assert not sounds_foreign(-2.0, [0.1, 0.2])  # too few words to tell
+
+
 def test_no_model_at_all_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # The model packages are absent (an import of a None entry raises ImportError), and the
     # cache (download_root) holds no assembled base.

@@ -122,7 +122,11 @@ def is_repetitive(text: str, *, compression_ratio_threshold: float = 2.4) -> boo
 # 0.26-0.61 with tokens at -0.8 to -1.5 (log), or the words fall below 0.4 outright; on real
 # English meetings (AMI, 10-s pieces) no piece of three words or more is below 0.55 on average
 # and the unsure ones (0.6-0.65) decode at -0.9 at worst. So: very unsure words, or unsure
-# words *and* improbable tokens.
+# words *and* improbable tokens. A decode that Whisper's temperature fallback had to sample
+# counts as improbable whatever its log-probability: a sample ("We can't do it. We can't do
+# it.", "Buh-duh-duh.") can score well, and which one comes is left to chance. On the AMI
+# pieces tiny.en fell back once in 72, on one word; on the eSpeak NG French and German it
+# fell back on every decode.
 FOREIGN_WORD_PROBABILITY = 0.4
 UNSURE_WORD_PROBABILITY = 0.6
 FOREIGN_AVG_LOGPROB = -0.75
@@ -130,19 +134,22 @@ FOREIGN_AVG_LOGPROB = -0.75
 _FOREIGN_MIN_WORDS = 3
 
 
-def sounds_foreign(avg_logprob: float | None, word_probabilities: Sequence[float]) -> bool:
+def sounds_foreign(
+    avg_logprob: float | None, word_probabilities: Sequence[float], *, sampled: bool = False
+) -> bool:
     """Whether an English-only model's decode looks like speech in another language.
 
     Args:
         avg_logprob: Mean log-probability of the decoded tokens (None: not known).
         word_probabilities: The probability of each decoded word.
+        sampled: The decode came from Whisper's temperature fallback.
     """
     if len(word_probabilities) < _FOREIGN_MIN_WORDS:
         return False
     mean = sum(word_probabilities) / len(word_probabilities)
     if mean < FOREIGN_WORD_PROBABILITY:
         return True
-    improbable = avg_logprob is None or avg_logprob < FOREIGN_AVG_LOGPROB
+    improbable = sampled or avg_logprob is None or avg_logprob < FOREIGN_AVG_LOGPROB
     return mean < UNSURE_WORD_PROBABILITY and improbable
 
 
@@ -153,6 +160,7 @@ def check_english(
     word_probabilities: Sequence[float],
     *,
     given: bool,
+    sampled: bool = False,
 ) -> None:
     """Refuse what an English-only ``model`` heard as unsure English when no language was ``given``.
 
@@ -163,10 +171,12 @@ def check_english(
     Raises:
         StageError: ``UNSUPPORTED_LANGUAGE`` (permanent), saying what to use instead.
     """
-    if not sounds_foreign(avg_logprob, word_probabilities):
+    if not sounds_foreign(avg_logprob, word_probabilities, sampled=sampled):
         return
     mean = sum(word_probabilities) / len(word_probabilities)
     logprob = "unknown" if avg_logprob is None else f"{avg_logprob:.2f}"
+    if sampled:
+        logprob += ", sampled by the temperature fallback"
     heard = f"word confidence {mean:.2f}, token log-probability {logprob}"
     if given:
         logger.warning(

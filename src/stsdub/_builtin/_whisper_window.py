@@ -62,6 +62,9 @@ class _Job:
     max_new_tokens: int | None
     #: Mean log-probability of the decoded tokens, once decoded (how sure the model was).
     avg_logprob: float | None = None
+    #: Whether the kept decode was sampled by Whisper's temperature fallback: the greedy or
+    #: beam decode failed its thresholds, and a sample's log-probability says little.
+    sampled: bool = False
     #: Probability of the language detected on the window's own encoder output, if it was.
     detected: float | None = None
 

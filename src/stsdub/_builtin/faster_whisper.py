@@ -479,6 +479,7 @@ class FasterWhisperASR(WindowDecoding):
         tokens = sum(len(seg.tokens) for seg in found)
         if tokens:
             job.avg_logprob = sum(seg.avg_logprob * len(seg.tokens) for seg in found) / tokens
+        job.sampled = any(seg.temperature > 0 for seg in found)
         raw = self._collect(job, found)
         detected: str = info.language
         if job.language is None and detected in self._routes and self._routes[detected] is not job.entry:
@@ -584,7 +585,12 @@ class FasterWhisperASR(WindowDecoding):
         if not job.entry.multilingual:
             sure = [w.probability for s in segments for w in s.words if w.probability is not None]
             check_english(
-                job.entry.source, job.request, job.avg_logprob, sure, given=job.language is not None
+                job.entry.source,
+                job.request,
+                job.avg_logprob,
+                sure,
+                given=job.language is not None,
+                sampled=job.sampled,
             )
         return Transcript(
             " ".join(s.text for s in segments).strip(),
