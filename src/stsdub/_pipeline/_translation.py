@@ -285,7 +285,7 @@ class TranslationStep:
                 spent = 1000 * (anyio.current_time() - started)
                 for n in pieces[1:]:
                     jobs[n].timings["translation"] = jobs[n].timings.get("translation", 0.0) + spent
-            weights = [len(sentence.text_in(n)) for n in pieces]
+            weights = sentence.weights()
             for n, part in zip(pieces, split_text(translated.text.strip(), weights), strict=True):
                 if part:
                     parts[n].append(part)

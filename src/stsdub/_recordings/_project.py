@@ -472,6 +472,16 @@ def grouped_cues(segments: Sequence[ProjectSegment], field: str) -> list[Cue]:
     return cues
 
 
+def _shares(group: Sequence[ProjectSegment]) -> list[float]:
+    """How much of an edited sentence each of its segments says: the seconds the ASR heard
+    speech in each (as a dub shares a sentence's translation out), else their transcripts'
+    characters."""
+    heard = [s.speech[1] - s.speech[0] for s in group if s.speech is not None]
+    if len(heard) == len(group) and sum(heard) > 0:
+        return heard
+    return [float(len(s.transcript or "")) for s in group]
+
+
 def assign_grouped(
     cues: Sequence[Cue], segments: Sequence[ProjectSegment], field: str, name: str
 ) -> dict[int, str]:
@@ -490,7 +500,7 @@ def assign_grouped(
         if len(group) == 1 or _words(before) == texts[k]:
             parts = [texts[k]] if len(group) == 1 else [_words(getattr(s, field) or "") for s in group]
         else:
-            parts = split_text(texts[k], [len(s.transcript or "") for s in group])
+            parts = split_text(texts[k], _shares(group))
         out.update({s.index: part for s, part in zip(group, parts, strict=True) if part})
     return out
 

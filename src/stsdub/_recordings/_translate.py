@@ -178,7 +178,7 @@ async def translate_units(
             if same_language(source, target_language):
                 parts = tuple(sentence.text_in(p) for p in sentence.pieces)
             else:
-                weights = [len(sentence.text_in(p)) for p in sentence.pieces]
+                weights = sentence.weights()
                 parts = tuple(split_text(outcome.text.strip(), weights))
         done.append(Unit(sentence, outcome, parts))
         report("translate", n + 1, len(units))
