@@ -205,8 +205,8 @@ def _heard(ear: Any, clips: Sequence[np.ndarray], rate: int) -> str:
     heard = []
     for window in windows:
         if window:
-            # Where its first decode fails Whisper samples: the same seed for every window,
-            # so the same audio is heard the same way and settings compare without that noise.
+            # Where its first decode fails Whisper samples: the same seed for every window takes
+            # the sampling's own chance out (threads' rounding can still change a decode).
             ctranslate2.set_random_seed(0)
             audio = stsdub.AudioBuffer(np.concatenate(window), rate)
             heard.append(ear.transcribe(stsdub.ASRRequest(audio=audio, language="es")).text.strip())
