@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 import soundfile
@@ -343,3 +344,25 @@ def test_revoicing_speaks_each_pieces_own_words(speech) -> None:
     # Joined into sentences for the subtitles, but each piece says exactly what it heard.
     assert [r.translation.text for r in dubbed.results] == list(said)
     assert len(dubbed.source_cues) < 4
+
+
+def test_an_edited_sentence_is_shared_by_the_time_speech_was_heard_in_each_segment() -> None:
+    from stsdub._media import Cue
+    from stsdub._recordings._project import ProjectSegment, assign_grouped
+
+    # Few words said slowly over 3 s, then many said fast in 1 s.
+    segments = [
+        ProjectSegment(0, 0.0, 3.5, "So, you see", "Así", speech=(0.2, 3.2), sentence=0),
+        ProjectSegment(
+            1, 3.5, 5.0, "everything works wonderfully today.", "que", speech=(0.1, 1.1), sentence=0
+        ),
+    ]
+    edited = [Cue(0.0, 5.0, "uno dos tres cuatro cinco seis siete ocho")]
+    shares = assign_grouped(edited, segments, "translation", "edited.srt")
+    assert shares == {0: "uno dos tres cuatro cinco seis", 1: "siete ocho"}
+    # Where the speech is not known, the transcripts' characters share it out instead.
+    unheard = [attrs.evolve(s, speech=None) for s in segments]
+    assert assign_grouped(edited, unheard, "translation", "edited.srt") == {
+        0: "uno dos",
+        1: "tres cuatro cinco seis siete ocho",
+    }
