@@ -42,9 +42,10 @@ from tests.speakers import (
 pytestmark = [pytest.mark.model]
 
 DER_BOUND = 0.08
-#: Pooled AMI DER at collar 0.25 measured with the defaults (see docs/performance.md), and
-#: the regression bound of the slow test.
-AMI_DER_BOUND = 0.23
+#: Pooled AMI DER at collar 0.25: the target is 20 %, the defaults measure 19.95 % (see
+#: docs/performance.md) on any thread count. The bound leaves a third of a point (0.7 s of
+#: speech) for another CPU's rounding; the previous version (20.5 %) fails it.
+AMI_DER_BOUND = 0.203
 REAL_DATA = Path(os.environ.get("STSDUB_REAL_DATA", Path(__file__).parents[3] / "shared" / "data" / "real"))
 
 

@@ -381,12 +381,16 @@ class CampPlusDiarizer:
         )
 
     def _embed_pieces(self, pieces: list[np.ndarray]) -> np.ndarray:
-        """Unit embeddings of pieces of 16 kHz audio, one each."""
+        """Unit embeddings of pieces of 16 kHz audio, one each (zero for a piece too short for
+        one filterbank frame); pieces of one length share a forward pass."""
         out = np.zeros((len(pieces), 192), dtype=np.float32)
-        for i, piece in enumerate(pieces):
-            features = self._features(piece)
-            if features.shape[0]:
-                out[i] = self._embed_spans(features, [(0, int(features.shape[0]))])[0]
+        features = [self._features(piece) for piece in pieces]
+        chosen = [i for i, f in enumerate(features) if f.shape[0]]
+        if chosen:
+            ends = np.cumsum([features[i].shape[0] for i in chosen]).tolist()
+            spans = list(zip([0, *ends[:-1]], ends, strict=True))
+            joined = self._torch.cat([features[i] for i in chosen])
+            out[chosen] = self._embed_spans(joined, spans)
         return out
 
     @staticmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["centroids", "cluster", "unit"]
+__all__ = ["centroids", "cluster", "group", "unit"]
 
 #: Fewer embeddings than this are clustered agglomeratively instead of spectrally.
 _MIN_SPECTRAL = 10
@@ -64,6 +64,14 @@ def _agglomerative(embeddings: np.ndarray, k: int | None, merge_threshold: float
             distance_threshold=1.0 - merge_threshold,
         )
     return np.asarray(model.fit_predict(embeddings))
+
+
+def group(embeddings: np.ndarray, merge_threshold: float) -> np.ndarray:
+    """A group number per unit embedding: average-linkage agglomeration that stops when the
+    groups left are less alike than ``merge_threshold`` (cosine similarity)."""
+    if len(embeddings) <= 1:
+        return np.zeros(len(embeddings), dtype=int)
+    return _agglomerative(embeddings, None, merge_threshold)
 
 
 def _refine(
