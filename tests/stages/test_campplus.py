@@ -46,6 +46,8 @@ DER_BOUND = 0.08
 #: docs/performance.md) on any thread count. The bound leaves a third of a point (0.7 s of
 #: speech) for another CPU's rounding; the previous version (20.5 %) fails it.
 AMI_DER_BOUND = 0.203
+#: Excerpts whose speaker count is found within one (measured 7 of 10; the previous version 6).
+AMI_COUNT_WITHIN_ONE = 7
 REAL_DATA = Path(os.environ.get("STSDUB_REAL_DATA", Path(__file__).parents[3] / "shared" / "data" / "real"))
 
 
@@ -155,10 +157,13 @@ def test_real_meetings_stay_under_the_measured_error(diarizer) -> None:
 
     folder = REAL_DATA / "ami"
     references = read_rttm(folder / "reference.rttm")
-    hypotheses = {}
-    for uri in references:
+    hypotheses, near = {}, 0
+    for uri, truth in references.items():
         source = read_audio(folder / f"{uri}.wav")
         result = diarizer.diarize(DiarizationRequest(audio=AudioBuffer(source.samples, source.sample_rate)))
         hypotheses[uri] = list(result.turns)
+        near += abs(len(result.speakers) - len({who for _, _, who in truth})) <= 1
     pooled, _ = pooled_der(references, hypotheses, read_uem(folder / "reference.uem"), collar=0.25)
     assert pooled <= AMI_DER_BOUND
+    # Measured: 7 of 10 (the three others have people the segmentation never hears alone).
+    assert near >= AMI_COUNT_WITHIN_ONE
